@@ -1,0 +1,3 @@
+"""wattpeft: energy- and hardware-aware parameter-efficient fine-tuning experiments."""
+
+__version__ = "0.1.0"
