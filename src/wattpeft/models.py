@@ -1,0 +1,36 @@
+"""Backbones and tokenizers for each task type, from a folder or (for users with a hub) an id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+
+def load_tokenizer(source: str | Path):
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    if tokenizer.pad_token_id is None:
+        # Decoder-only models often ship without a pad token; padding is masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_backbone(source: str | Path, task: str, num_labels: int | None = None) -> nn.Module:
+    """A pretrained model with the head the task needs, in float32 (CPU-safe)."""
+    source = str(source)
+    if task == "classification":
+        if not num_labels:
+            raise ValueError("classification needs num_labels")
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+    elif task in ("summarisation", "lm"):
+        model = AutoModelForCausalLM.from_pretrained(source)
+    else:
+        raise ValueError(f"unsupported task {task!r}")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model

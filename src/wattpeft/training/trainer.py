@@ -1,0 +1,246 @@
+"""One trainer for every method: accelerate for device and precision, a seeded data
+order that a resumed run replays exactly, checkpoints every N optimiser steps, and a
+hard stop on a non-finite loss or gradient that keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from ..methods.base import AdapterMethod
+from .checkpoint import Position, latest_checkpoint, load_checkpoint, save_checkpoint
+from .precision import resolve_mixed_precision
+
+EvalFn = Callable[[nn.Module], dict[str, float]]
+StepHook = Callable[[int], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/inf; the run stops and its last good checkpoint is kept."""
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    epochs: int
+    train_time_s: float
+    final_loss: float
+    resumed_from_step: int | None
+    mixed_precision: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Schedule:
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_schedule(n_rows: int, training: dict[str, Any]) -> Schedule:
+    """Batches and optimiser steps implied by the data size and the training config."""
+    if n_rows == 0:
+        raise ValueError("the training split is empty")
+    batches = math.ceil(n_rows / training["batch_size"])
+    if training.get("max_batches_per_epoch"):
+        batches = min(batches, training["max_batches_per_epoch"])
+    steps_per_epoch = math.ceil(batches / training["gradient_accumulation_steps"])
+    total = training["epochs"] * steps_per_epoch
+    if training.get("max_steps"):
+        total = min(total, training["max_steps"])
+    return Schedule(batches, steps_per_epoch, total)
+
+
+def epoch_batches(n_rows: int, batch_size: int, n_batches: int, seed: int, epoch: int):
+    """The epoch's batches of row indices: a permutation fixed by (seed, epoch)."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_rows, generator=gen).tolist()
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
+
+
+class Trainer:
+    def __init__(
+        self,
+        run_cfg: dict[str, Any],
+        model: nn.Module,
+        method: AdapterMethod,
+        train_rows: Sequence[Any],
+        collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+        *,
+        checkpoint_dir: Path | None = None,
+        evaluate: EvalFn | None = None,
+        progress: bool = True,
+        on_step_end: StepHook | None = None,
+    ):
+        self.cfg = run_cfg
+        self.training = run_cfg["training"]
+        self.model = model
+        self.method = method
+        self.rows = train_rows
+        self.collate = collate
+        self.checkpoint_dir = checkpoint_dir
+        self.evaluate = evaluate
+        self.progress = progress
+        self.on_step_end = on_step_end
+        self.schedule = plan_schedule(len(train_rows), self.training)
+
+    def _setup(self):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        precision = resolve_mixed_precision(self.training["mixed_precision"], device)
+        accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
+        self.model.to(accelerator.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{self.cfg['run_id']}: the method left no trainable parameter")
+        optimizer = torch.optim.AdamW(
+            params, lr=self.training["learning_rate"], weight_decay=self.training["weight_decay"]
+        )
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer,
+            num_warmup_steps=int(round(self.training["warmup_ratio"] * self.schedule.total_steps)),
+            num_training_steps=self.schedule.total_steps,
+        )
+        optimizer = accelerator.prepare_optimizer(optimizer)
+        return accelerator, precision, optimizer, scheduler
+
+    def _resume(self, optimizer, scheduler) -> tuple[Position, list[dict[str, Any]], int | None]:
+        path = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        if path is None:
+            return Position(), [], None
+        position, method_state, log = load_checkpoint(path, self.model, optimizer, scheduler)
+        self.method.load_state_dict(self.model, method_state)
+        print(f"[wattpeft] {self.cfg['run_id']}: resuming from {path}", file=sys.stderr)
+        return position, log, position.step
+
+    def train(self) -> TrainOutcome:
+        set_seed(self.cfg["seed"])
+        accelerator, precision, optimizer, scheduler = self._setup()
+        position, log, resumed = self._resume(optimizer, scheduler)
+        sched = self.schedule
+        bar = tqdm(
+            total=sched.total_steps,
+            initial=position.step,
+            desc=self.cfg["run_id"],
+            disable=not self.progress,
+            file=sys.stderr,
+        )
+        self.model.train()
+        started = time.perf_counter() - position.elapsed_s
+        last_loss = float("nan")
+        ga = self.training["gradient_accumulation_steps"]
+        while position.step < sched.total_steps and position.epoch < self.training["epochs"]:
+            batches = epoch_batches(
+                len(self.rows), self.training["batch_size"], sched.batches_per_epoch,
+                self.cfg["seed"], position.epoch,
+            )
+            while position.next_batch < len(batches) and position.step < sched.total_steps:
+                group = batches[position.next_batch : position.next_batch + ga]
+                last_loss = self._optimizer_step(accelerator, optimizer, scheduler, group, position)
+                position.loss_window.append(last_loss)
+                position.next_batch += len(group)
+                position.step += 1
+                position.elapsed_s = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                if position.step % self.training["log_every"] == 0 or position.step == sched.total_steps:
+                    log.append(self._train_record(position, optimizer))
+                    position.loss_window = []
+                if self.on_step_end:
+                    self.on_step_end(position.step)
+                if self.checkpoint_dir and position.step % self.training["checkpoint_every"] == 0:
+                    self._checkpoint(position, optimizer, scheduler, log)
+            if position.next_batch >= len(batches):
+                log.append(self._eval_record(position))
+                position.epoch += 1
+                position.next_batch = 0
+        bar.close()
+        validation = next((r for r in reversed(log) if r.get("split") == "validation"), None)
+        if validation is None:  # stopped by max_steps inside an epoch
+            log.append(self._eval_record(position))
+            validation = log[-1]
+        return TrainOutcome(
+            steps=position.step,
+            epochs=position.epoch,
+            train_time_s=time.perf_counter() - started,
+            final_loss=last_loss,
+            resumed_from_step=resumed,
+            mixed_precision=precision,
+            log=log,
+            validation={k: v for k, v in validation.items() if k not in ("step", "epoch", "split")},
+        )
+
+    def _optimizer_step(self, accelerator, optimizer, scheduler, group, position) -> float:
+        """Forward/backward over `group` (gradient accumulation), then one optimiser step."""
+        total = 0.0
+        for indices in group:
+            batch = {k: v.to(accelerator.device) for k, v in self.collate([self.rows[i] for i in indices]).items()}
+            with accelerator.autocast():
+                loss = self.model(**batch).loss
+                extra = self.method.extra_loss(self.model, position.step)
+                if extra is not None:
+                    loss = loss + extra
+            self._require_finite(loss, "loss", position)
+            accelerator.backward(loss / len(group))
+            total += loss.item() / len(group)
+        grad_norm = accelerator.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], self.training["max_grad_norm"]
+        )
+        self._require_finite(grad_norm, "gradient norm", position)
+        self._last_grad_norm = float(grad_norm)
+        optimizer.step()
+        scheduler.step()
+        self.method.after_optimizer_step(self.model, position.step + 1)
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _require_finite(self, value: torch.Tensor, what: str, position: Position) -> None:
+        if torch.isfinite(value).all():
+            return
+        last = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        kept = f"last good checkpoint kept at {last}" if last else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"{self.cfg['run_id']}: {what} became {value.item()} at optimiser step "
+            f"{position.step + 1} (epoch {position.epoch}); training stopped, {kept}. "
+            "Lower training.learning_rate or check the data for bad rows."
+        )
+
+    def _train_record(self, position, optimizer) -> dict[str, Any]:
+        window = position.loss_window
+        return {
+            "step": position.step,
+            "epoch": position.epoch,
+            "loss": sum(window) / max(len(window), 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "grad_norm": self._last_grad_norm,
+            "elapsed_s": round(position.elapsed_s, 3),
+        }
+
+    def _eval_record(self, position) -> dict[str, Any]:
+        record = {"step": position.step, "epoch": position.epoch, "split": "validation"}
+        if self.evaluate is not None:
+            self.model.eval()
+            record.update(self.evaluate(self.model))
+            self.model.train()
+        return record
+
+    def _checkpoint(self, position, optimizer, scheduler, log) -> None:
+        for name, param in self.model.named_parameters():
+            if param.requires_grad and not torch.isfinite(param).all():
+                self._require_finite(param, f"parameter {name}", position)
+        save_checkpoint(
+            self.checkpoint_dir, position, self.model, optimizer, scheduler,
+            self.method.state_dict(self.model), log,
+        )

@@ -1,0 +1,47 @@
+"""Tiny models and separable data for fast tests (no downloads, no hub)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+
+def tiny_bert(seed: int = 0, vocab: int = 60) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=2, max_position_embeddings=64,
+    )
+    return BertForSequenceClassification(config)
+
+
+def separable_rows(n: int = 64, seed: int = 0, length: int = 12) -> list[dict]:
+    """Random tokens with the label written in the first token: learnable in a few steps."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        ids = torch.randint(5, 50, (length,), generator=gen).tolist()
+        ids[0] = 3 + label
+        rows.append({"input_ids": ids, "label": label})
+    return rows
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    width = max(len(r["input_ids"]) for r in items)
+    ids = torch.zeros(len(items), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(items):
+        ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
+        mask[i, : len(row["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["label"] for r in items])}
+
+
+def run_cfg(**training) -> dict:
+    base = {
+        "epochs": 3, "batch_size": 8, "learning_rate": 5e-3, "weight_decay": 0.0,
+        "warmup_ratio": 0.1, "gradient_accumulation_steps": 2, "max_grad_norm": 1.0,
+        "mixed_precision": "auto", "checkpoint_every": 3, "log_every": 2,
+    }
+    base.update(training)
+    return {"run_id": "t--lora--b5--s0", "seed": 0, "training": base}
