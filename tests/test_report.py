@@ -1,0 +1,393 @@
+"""Aggregation, statistics, figures and report captions (wattpeft.report)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from wattpeft import __version__
+from wattpeft.report import (
+    aggregate_family,
+    combine_families,
+    FIGURES,
+    MetricsFileError,
+    aggregate,
+    figure_names,
+    make_figure,
+    percent_gap,
+    plot_learning_curve,
+    write_aggregate,
+)
+from wattpeft.utils.io import read_json
+
+REPORT_DIR = Path(__file__).resolve().parents[1] / "workflow" / "report"
+
+FAMILIES = {
+    "sentiment": {
+        "primary_metric": {"name": "accuracy", "direction": "maximize"},
+        "methods": {"fwlora": {"role": "proposed"}, "lora": {"role": "baseline"}, "adalora": {"role": "baseline"}},
+    },
+    # latency as the primary metric: lower is better, so the gap sign flips.
+    "speed": {
+        "primary_metric": {"name": "latency_p50_ms", "direction": "minimize"},
+        "methods": {"fast": {"role": "proposed"}, "slow": {"role": "baseline"}},
+    },
+    "summ": {
+        "primary_metric": {"name": "rougeL", "direction": "maximize"},
+        "methods": {"lora": {"role": "baseline"}},
+    },
+    "tiny": {
+        "primary_metric": {"name": "accuracy", "direction": "maximize"},
+        "methods": {"new": {"role": "proposed"}, "old": {"role": "baseline"}},
+    },
+}
+
+# (family, method, seed) -> metric values; None marks an unavailable value.
+ACCURACY = {
+    "fwlora": [0.80, 0.82, 0.84],  # mean 0.82, std 0.02
+    "lora": [0.78, 0.79, 0.77],  # mean 0.78, std 0.01
+    "adalora": [0.70, 0.90, 0.71],  # best single seed overall, but mean 0.77
+}
+LATENCY = {"fast": [3.0, 3.2, 3.4], "slow": [3.9, 4.0, 4.1]}  # means 3.2 and 4.0
+
+
+def classification_metrics(accuracy: float, energy: float | None) -> dict:
+    return {
+        "accuracy": accuracy, "mcc": 2 * accuracy - 1, "macro_f1": accuracy - 0.01,
+        "latency_p50_ms": 3.0, "latency_p99_ms": 4.0,
+        "energy_j_per_sample": energy, "energy_j_per_sample_net": None if energy is None else energy / 2,
+        "train_time_s": 40.0, "trainable_params": 110592, "trainable_share_pct": 0.49, "eval_loss": 0.45,
+    }
+
+
+def run_record(family: str, method: str, seed: int, metrics: dict, energy_source: str, budget: float = 0.5) -> dict:
+    group_id = f"{family}--{method}--b{budget}"
+    return {
+        "run_id": f"{group_id}--s{seed}", "group_id": group_id, "family": family, "method": method,
+        "role": FAMILIES[family]["methods"][method]["role"], "model": "minilm", "dataset": "rt",
+        "budget": budget, "seed": seed, "mode": "full", "task": "classification", "metrics": metrics,
+        "energy_source": energy_source,
+        "energy_reason": "no NVML, no RAPL on this host" if energy_source == "unavailable" else None,
+        "hardware": {"device": "cpu-test", "threads": 1},
+        "config_hash": f"cfg-{method}-{seed}", "data_hash": f"data-{family}", "n_test": 64,
+    }
+
+
+def all_records() -> list[dict]:
+    records = []
+    for method, values in ACCURACY.items():
+        # lora has no energy counter; the others carry a labelled estimate.
+        source = "unavailable" if method == "lora" else "estimated"
+        for seed, accuracy in enumerate(values):
+            energy = None if source == "unavailable" else 0.02 + 0.001 * seed
+            records.append(run_record("sentiment", method, seed, classification_metrics(accuracy, energy), source))
+    for method, values in LATENCY.items():
+        for seed, latency in enumerate(values):
+            metrics = classification_metrics(0.8, None) | {"latency_p50_ms": latency}
+            records.append(run_record("speed", method, seed, metrics, "unavailable"))
+    summary_metrics = {"rouge1": 0.31, "rouge2": 0.10, "rougeL": 0.25, "latency_p50_ms": 80.0,
+                       "latency_p99_ms": 95.0, "energy_j_per_sample": None, "energy_j_per_sample_net": None}
+    records.append(run_record("summ", "lora", 0, summary_metrics, "unavailable", budget=0.1))
+    records.append(run_record("tiny", "new", 0, classification_metrics(0.9, None), "unavailable"))
+    records.append(run_record("tiny", "old", 0, classification_metrics(0.8, None), "unavailable"))
+    return records
+
+
+def write_records(root: Path, records: list[dict]) -> list[Path]:
+    paths = []
+    for record in records:
+        path = root / record["run_id"] / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[dict, Path, list[Path]]:
+    root = tmp_path_factory.mktemp("runs")
+    paths = write_records(root, all_records())
+    aggregated = write_aggregate(paths, FAMILIES, "sentiment", root / "comparison")
+    return aggregated, root / "comparison", paths
+
+
+@pytest.fixture()
+def fresh_paths(tmp_path) -> list[Path]:
+    return write_records(tmp_path, all_records())
+
+
+# ---------------------------------------------------------------- seed statistics
+
+
+def test_group_mean_std_and_standard_error_use_sqrt_n(written):
+    summary = written[0]["families"]["sentiment"]["summary"]["accuracy"]
+    proposed = summary["sentiment--fwlora--b0.5"]
+    assert proposed["n"] == 3 and proposed["seeds"] == [0, 1, 2]
+    assert proposed["mean"] == pytest.approx(0.82, abs=1e-12)
+    assert proposed["std"] == pytest.approx(0.02, abs=1e-12)
+    assert proposed["se"] == pytest.approx(0.02 / math.sqrt(3), abs=1e-12)  # 0.011547, not std/n = 0.00667
+    baseline = summary["sentiment--lora--b0.5"]
+    assert (baseline["mean"], baseline["std"]) == (pytest.approx(0.78, abs=1e-12), pytest.approx(0.01, abs=1e-12))
+    assert baseline["se"] == pytest.approx(0.0057735026918962584, abs=1e-12)
+
+
+def test_best_groups_are_chosen_on_means_not_single_seeds(written):
+    family = written[0]["families"]["sentiment"]
+    # adalora has the best single run (0.90) but the lower mean (0.77 < 0.78).
+    assert family["best_baseline"]["group_id"] == "sentiment--lora--b0.5"
+    assert family["best_baseline"]["value"] == pytest.approx(0.78, abs=1e-12)
+    best = family["best_proposed"]
+    assert best["group_id"] == "sentiment--fwlora--b0.5"
+    assert best["run_id"] == "sentiment--fwlora--b0.5--s2"  # its best single seed
+    assert best["n"] == 3 and best["seeds"] == [0, 1, 2]
+    assert best["se"] == pytest.approx(0.02 / math.sqrt(3), abs=1e-12)
+    assert best["config_hash"] == "cfg-fwlora-2" and best["data_hash"] == "data-sentiment"
+    assert best["hardware"] == {"device": "cpu-test", "threads": 1}
+    assert best["energy_source"] == "estimated"
+
+
+# ---------------------------------------------------------------- gap
+
+
+def test_gap_is_positive_when_proposed_is_better_for_a_maximised_metric(written):
+    family = written[0]["families"]["sentiment"]
+    assert family["primary_metric"] == "accuracy" and family["primary_metric_direction"] == "maximize"
+    assert family["gap"] == pytest.approx((0.82 - 0.78) / 0.78 * 100, abs=1e-9)  # 5.128...
+    assert family["gap_note"] is None
+
+
+def test_gap_sign_flips_for_a_minimised_metric(written):
+    family = written[0]["families"]["speed"]
+    assert family["primary_metric_direction"] == "minimize"
+    assert family["best_proposed"]["value"] == pytest.approx(3.2, abs=1e-12)
+    assert family["best_baseline"]["value"] == pytest.approx(4.0, abs=1e-12)
+    assert family["gap"] == pytest.approx(20.0, abs=1e-9)  # 20% lower latency = +20
+
+
+def test_percent_gap_edge_cases():
+    assert percent_gap(0.9, 0.8, "maximize")[0] == pytest.approx(12.5)
+    assert percent_gap(0.7, 0.8, "maximize")[0] == pytest.approx(-12.5)
+    assert percent_gap(1.2, 1.0, "minimize")[0] == pytest.approx(-20.0)
+    assert percent_gap(-0.9, -1.0, "maximize")[0] == pytest.approx(10.0)  # |baseline| in the denominator
+    gap, note = percent_gap(0.5, 0.0, "maximize")
+    assert gap is None and "0" in note
+    assert percent_gap(None, 0.5, "maximize") == (None, "proposed value unavailable")
+
+
+def test_family_without_proposed_method_has_null_gap_and_a_note(written):
+    family = written[0]["families"]["summ"]
+    assert family["best_proposed"] is None
+    assert family["gap"] is None
+    assert family["gap_note"] == "no proposed method in this family"
+    assert family["best_baseline"]["value"] == pytest.approx(0.25)
+    assert family["significance"]["tests"] == {}
+
+
+# ---------------------------------------------------------------- significance
+
+
+def test_welch_test_with_n_at_least_2(written):
+    tests = written[0]["families"]["sentiment"]["significance"]["tests"]
+    assert set(tests) == {"sentiment--lora--b0.5", "sentiment--adalora--b0.5"}
+    result = tests["sentiment--lora--b0.5"]
+    # Welch: t = (0.82 - 0.78) / sqrt(0.02^2/3 + 0.01^2/3), df = 2.941...
+    t_expected = 0.04 / math.sqrt(0.0004 / 3 + 0.0001 / 3)
+    assert result["test"] == "welch_t"
+    assert result["statistic"] == pytest.approx(t_expected, rel=1e-9)
+    assert result["statistic"] == pytest.approx(3.0983866769659336, rel=1e-9)
+    a, b = 0.0004 / 3, 0.0001 / 3
+    df = (a + b) ** 2 / (a**2 / 2 + b**2 / 2)
+    from scipy.stats import t as student_t
+
+    assert result["p_value"] == pytest.approx(2 * student_t.sf(t_expected, df), rel=1e-6)
+    assert (result["n_proposed"], result["n_baseline"]) == (3, 3)
+
+
+def test_no_test_with_a_single_seed(written):
+    family = written[0]["families"]["tiny"]
+    result = family["significance"]["tests"]["tiny--old--b0.5"]
+    assert result["test"] is None and result["reason"] == "n < 2"
+    assert result["statistic"] is None and result["p_value"] is None
+    stats = family["summary"]["accuracy"]["tiny--new--b0.5"]
+    assert stats["n"] == 1 and stats["std"] is None and stats["se"] is None
+    assert "n = 1" in stats["note"]
+    assert family["best_proposed"]["se"] is None and "n = 1" in family["best_proposed"]["se_note"]
+    assert family["gap"] == pytest.approx(12.5)
+
+
+# ---------------------------------------------------------------- unavailable values
+
+
+def test_null_energy_stays_null_everywhere(written):
+    aggregated, out_dir, _ = written
+    run_id = "sentiment--lora--b0.5--s0"
+    assert aggregated["metrics"]["energy_j_per_sample"][run_id] is None
+    on_disk = read_json(out_dir / "aggregated_metrics.json")
+    assert on_disk["metrics"]["energy_j_per_sample"][run_id] is None
+    stats = on_disk["families"]["sentiment"]["summary"]["energy_j_per_sample"]["sentiment--lora--b0.5"]
+    assert stats["mean"] is None and stats["n"] == 0 and stats["n_unavailable"] == 3
+    assert stats["energy_source"] == "unavailable"
+    estimated = on_disk["families"]["sentiment"]["summary"]["energy_j_per_sample"]["sentiment--fwlora--b0.5"]
+    assert estimated["mean"] == pytest.approx(0.021) and estimated["energy_source"] == "estimated"
+    assert on_disk["families"]["sentiment"]["runs"][run_id]["energy_reason"] == "no NVML, no RAPL on this host"
+
+
+def test_energy_value_with_unavailable_source_is_refused(tmp_path):
+    record = run_record("summ", "lora", 0, {"rougeL": 0.2, "energy_j_per_sample": 0.0}, "unavailable")
+    paths = write_records(tmp_path, [record])
+    with pytest.raises(MetricsFileError, match="energy_source is 'unavailable'"):
+        aggregate(paths, {"summ": FAMILIES["summ"]}, "summ")
+
+
+# ---------------------------------------------------------------- failing loudly
+
+
+def test_missing_metrics_file_raises_naming_the_path(fresh_paths):
+    missing = fresh_paths[4]
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        aggregate(fresh_paths, FAMILIES, "sentiment")
+
+
+def test_missing_required_key_raises_naming_file_and_key(fresh_paths):
+    broken = fresh_paths[0]
+    record = json.loads(broken.read_text())
+    del record["data_hash"]
+    broken.write_text(json.dumps(record))
+    with pytest.raises(MetricsFileError, match=re.escape(str(broken)) + r".*data_hash"):
+        aggregate(fresh_paths, FAMILIES, "sentiment")
+
+
+def test_configured_method_without_runs_raises(fresh_paths):
+    without_adalora = [p for p in fresh_paths if "adalora" not in str(p)]
+    with pytest.raises(MetricsFileError, match=r"family 'sentiment'.*adalora"):
+        aggregate(without_adalora, FAMILIES, "sentiment")
+
+
+def test_role_that_differs_from_config_raises(fresh_paths):
+    stale = fresh_paths[0]
+    record = json.loads(stale.read_text()) | {"role": "baseline"}
+    stale.write_text(json.dumps(record))
+    with pytest.raises(MetricsFileError, match="configured role 'proposed'"):
+        aggregate(fresh_paths, FAMILIES, "sentiment")
+
+
+# ---------------------------------------------------------------- file layout
+
+
+def test_top_level_file_keeps_seed_schema_and_headline(written):
+    aggregated, out_dir, paths = written
+    on_disk = read_json(out_dir / "aggregated_metrics.json")
+    assert on_disk["schema_version"] == 1
+    assert on_disk["generated_by"] == {"package": "wattpeft", "version": __version__}
+    assert on_disk["headline_family"] == "sentiment" and on_disk["primary_metric"] == "accuracy"
+    for key in ("best_proposed", "best_baseline", "gap"):
+        assert on_disk[key] == on_disk["families"]["sentiment"][key]
+    covered = {run_id for per_run in on_disk["metrics"].values() for run_id in per_run}
+    assert len(covered) == len(paths) == on_disk["n_runs"]
+    assert on_disk["metrics"]["rougeL"] == {"summ--lora--b0.1--s0": 0.25}
+    assert on_disk["energy_sources"] == ["estimated", "unavailable"]
+    for family in FAMILIES:
+        per_family = read_json(out_dir / family / "aggregated_metrics.json")
+        assert per_family["family"] == family and per_family["schema_version"] == 1
+        assert per_family["primary_metric"] == FAMILIES[family]["primary_metric"]["name"]
+
+
+def test_per_family_files_combine_to_the_same_top_level(written):
+    """The workflow aggregates each family alone, then combines: same result as at once."""
+    aggregated, out_dir, paths = written
+    per_family = {
+        family: aggregate_family(family, [p for p in paths if read_json(p)["family"] == family], cfg)
+        for family, cfg in FAMILIES.items()
+    }
+    assert per_family["sentiment"] == read_json(out_dir / "sentiment" / "aggregated_metrics.json")
+    assert json.loads(json.dumps(combine_families(per_family, "sentiment"))) == read_json(
+        out_dir / "aggregated_metrics.json"
+    )
+
+
+# ---------------------------------------------------------------- figures
+
+PNG_MAGIC, PDF_MAGIC = b"\x89PNG", b"%PDF"
+
+
+@pytest.mark.parametrize("family", ["sentiment", "summ"])  # summ: every energy value is null
+@pytest.mark.parametrize("kind", list(FIGURES))
+def test_every_figure_kind_writes_pdf_and_png(written, tmp_path, family, kind):
+    aggregated = written[0]
+    assert kind in figure_names(aggregated["families"][family])
+    written_paths = make_figure(kind, family, aggregated, tmp_path / kind)
+    pdf, png = tmp_path / f"{kind}.pdf", tmp_path / f"{kind}.png"
+    assert written_paths == [pdf, png]
+    assert pdf.read_bytes()[:4] == PDF_MAGIC and png.read_bytes()[:4] == PNG_MAGIC
+    assert sorted(p.name for p in tmp_path.iterdir()) == [pdf.name, png.name]  # no temp files left
+
+
+def test_figures_are_byte_stable_and_accept_a_per_family_file(written, tmp_path):
+    per_family = read_json(written[1] / "sentiment" / "aggregated_metrics.json")
+    make_figure("primary_bar", "sentiment", written[0], tmp_path / "a")
+    make_figure("primary_bar", "sentiment", per_family, tmp_path / "b")
+    assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_unknown_figure_kind_is_refused(written, tmp_path):
+    with pytest.raises(KeyError, match="unknown figure kind"):
+        make_figure("pie", "sentiment", written[0], tmp_path / "pie")
+
+
+def test_learning_curve_with_and_without_loss_records(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    lines = [{"step": s, "epoch": 0, "loss": 0.7 - s / 100, "lr": 1e-4, "grad_norm": 1.0, "elapsed_s": s / 2}
+             for s in range(5, 45, 5)]
+    lines += [{"step": 20, "split": "validation", "eval_loss": 0.5, "accuracy": 0.7},
+              {"step": 40, "split": "validation", "eval_loss": 0.45, "accuracy": 0.74}]
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    plot_learning_curve(log, tmp_path / "curve", "run: learning curve")
+    assert (tmp_path / "curve.png").read_bytes()[:4] == PNG_MAGIC
+    assert (tmp_path / "curve.pdf").read_bytes()[:4] == PDF_MAGIC
+
+    short = tmp_path / "short.jsonl"  # trial mode: fewer steps than log_every
+    short.write_text(json.dumps({"step": 2, "split": "validation", "eval_loss": 0.69, "accuracy": 0.5}) + "\n")
+    plot_learning_curve(short, tmp_path / "short", "trial run")
+    assert (tmp_path / "short.png").is_file() and (tmp_path / "short.pdf").is_file()
+
+
+def test_truncated_log_line_raises_with_line_number(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"step": 5, "loss": 0.6}) + "\n" + '{"step": 10, "lo')
+    with pytest.raises(ValueError, match=re.escape(f"{log}:2")):
+        plot_learning_curve(log, tmp_path / "curve", "broken")
+
+
+# ---------------------------------------------------------------- captions
+
+
+class _Wildcards(dict):
+    __getattr__ = dict.get
+
+
+@pytest.mark.parametrize("caption", sorted(p.name for p in REPORT_DIR.glob("*.rst")))
+def test_report_captions_render_as_restructuredtext(caption):
+    """Render as Snakemake's report() does (Jinja, then docutils); any warning fails."""
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    class Snakemake:
+        wildcards = _Wildcards(family="sentiment", run_id="sentiment--lora--b0.5--s0")
+        config = {"mode": "full"}
+
+    text = Environment(trim_blocks=True, lstrip_blocks=True).from_string((REPORT_DIR / caption).read_text())
+    rendered = text.render(snakemake=Snakemake)
+    html = publish_parts(rendered, writer="html", settings_overrides={"halt_level": 2})["body"]
+    assert "unavailable" in html
+    assert "{{" not in html
+
+
+def test_a_caption_exists_for_every_figure_kind():
+    names = {p.stem for p in REPORT_DIR.glob("*.rst")}
+    assert set(FIGURES) | {"learning_curve", "workflow"} <= names
