@@ -296,7 +296,7 @@ def open_rapl(root: str | Path = POWERCAP_ROOT) -> Backend:
     # "psys" is the whole platform and already contains the packages: summing it would double count.
     zones = [z for z in zones if _read_text(z / "name") != "psys"]
     if not zones:
-        return UnavailableBackend(f"no RAPL package zones under {root} (not an x86 host with powercap)")
+        return UnavailableBackend(f"no RAPL package zones under {root} (no powercap energy interface on this host)")
     unreadable = [z.name for z in zones if not (_readable(z / "energy_uj") and _readable(z / "max_energy_range_uj"))]
     if unreadable:
         return UnavailableBackend(

@@ -1,0 +1,11 @@
+"""Rule evaluate: task metrics of one export, joined with its profile, into metrics.json."""
+
+from wattpeft.stages.evaluate import run_evaluate
+from wattpeft.stages.logging import logged
+
+with logged(snakemake):
+    inp, out = snakemake.input, snakemake.output
+    run_evaluate(
+        inp.config, inp.summary, inp.export, inp.data, inp.profile,
+        out.metrics, out.predictions, threads=snakemake.threads,
+    )

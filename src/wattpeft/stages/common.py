@@ -1,0 +1,61 @@
+"""What every stage does first: pin threads, keep the hub offline-friendly, and open the
+tokenised data and model that a run uses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def pin_threads(threads: int) -> None:
+    """Use exactly the cores Snakemake gave this job (a profile sets them, not config.yaml)."""
+    threads = max(1, int(threads))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class RunData:
+    task: str
+    label_names: list[str] | None
+    data_hash: str
+    manifest: dict[str, Any]
+    data_dir: Path
+
+    def split(self, name: str):
+        from ..data.loading import TokenisedSplit
+
+        return TokenisedSplit(self.data_dir / f"{name}.parquet")
+
+    def frame(self, name: str):
+        import pandas as pd
+
+        return pd.read_parquet(self.data_dir / f"{name}.parquet")
+
+
+def open_run_data(data_dir: str | Path) -> RunData:
+    from ..data.loading import read_manifest
+    from ..utils.io import stable_hash
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    return RunData(
+        task=manifest["task"],
+        label_names=manifest.get("label_names"),
+        data_hash=stable_hash({s: v.get("content_hash") for s, v in manifest["splits"].items()}),
+        manifest=manifest,
+        data_dir=data_dir,
+    )
+
+
+def model_source(model_dir: str | Path) -> str:
+    """What from_pretrained gets: the folder, or the hub id/path its manifest points at."""
+    from ..utils.io import read_json
+
+    model_dir = Path(model_dir)
+    manifest = read_json(model_dir / "manifest.json")
+    return str(manifest.get("from_pretrained") or model_dir)

@@ -1,0 +1,89 @@
+"""Evaluation of a hardened export on the test split, joined with its energy/latency
+profile, into the run's metrics.json (the one file the report reads per run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..utils.io import read_json, write_json
+from .common import open_run_data, pin_threads
+from .profile import profile_summary
+
+# Profile fields copied into metrics.json's "metrics".
+PROFILE_METRICS = (
+    "energy_j_per_sample", "energy_j_per_sample_net", "energy_cv", "idle_power_w", "peak_power_w",
+    "tokens_per_s", "profile_latency_p50_ms", "profile_latency_p99_ms", "latency_cv",
+)
+
+
+def run_evaluate(
+    run_config_path: Path,
+    train_summary_path: Path,
+    export_dir: Path,
+    data_dir: Path,
+    profile_path: Path,
+    out_metrics: Path,
+    out_predictions: Path,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from ..evaluation.evaluate import evaluate_model
+    from ..models import load_backbone, load_tokenizer
+
+    pin_threads(threads)
+    run_cfg = read_json(run_config_path)
+    summary = read_json(train_summary_path)
+    data = open_run_data(data_dir)
+    tokenizer = load_tokenizer(export_dir)
+    model = load_backbone(export_dir, data.task, len(data.label_names) if data.label_names else None)
+    ev = run_cfg["evaluation"]
+    result = evaluate_model(
+        model, tokenizer, data.frame("test"), data.task,
+        label_names=data.label_names,
+        batch_size=ev["batch_size"],
+        max_new_tokens=ev["max_new_tokens"],
+        latency_samples=ev["latency_samples"],
+        progress=progress,
+    )
+    profile = profile_summary(profile_path)
+    metrics = dict(result["metrics"])
+    metrics.update({name: profile.get(name) for name in PROFILE_METRICS})
+    stats = summary["method_stats"]
+    metrics.update(
+        train_time_s=summary["train_time_s"],
+        trainable_params=stats.get("trainable_params"),
+        adapter_params=stats.get("adapter_params"),
+        trainable_share_pct=stats.get("achieved_budget_pct"),
+    )
+    record = {
+        "run_id": run_cfg["run_id"],
+        "group_id": run_cfg["group_id"],
+        "family": run_cfg["family"],
+        "method": run_cfg["method"],
+        "role": run_cfg["role"],
+        "model": run_cfg["model"]["name"],
+        "dataset": run_cfg["dataset"]["name"],
+        "budget": run_cfg["budget"],
+        "seed": run_cfg["seed"],
+        "mode": run_cfg["mode"],
+        "task": data.task,
+        "metrics": metrics,
+        "energy_source": profile["energy_source"],
+        "energy_reason": profile.get("energy_reason"),
+        "profile_workload": profile["workload"],
+        "hardware": {
+            "device": profile["device"],
+            "name": profile.get("device_name"),
+            "threads": threads,
+            "train_threads": summary.get("threads"),
+            "mixed_precision": summary.get("mixed_precision"),
+        },
+        "config_hash": run_cfg["config_hash"],
+        "data_hash": data.data_hash,
+        "n_test": len(data.frame("test")),
+        "tuned_params": summary.get("tuned_params", {}),
+    }
+    write_json(out_predictions, result["predictions"])
+    write_json(out_metrics, record)
+    return record

@@ -1,0 +1,106 @@
+"""Profiling stage: energy and latency of one hardened export on this device.
+
+The workload is a forward pass over a fixed batch of test inputs (prefill, no
+generation), repeated in long measurement windows; see wattpeft.energy.profiler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..utils.io import atomic_path
+from .common import open_run_data, pin_threads
+
+WORKLOAD = "forward pass over a fixed batch of test inputs (prefill, no generation)"
+
+# Summary columns of a profile, under the names metrics.json uses.
+SUMMARY_FIELDS = {
+    "energy_j_per_sample": "j_per_sample_gross_mean",
+    "energy_j_per_sample_net": "j_per_sample_net_mean",
+    "energy_cv": "j_per_sample_cv",
+    "idle_power_w": "idle_w",
+    "peak_power_w": "peak_power_w_max",
+    "tokens_per_s": "throughput_tokens_per_s",
+    "profile_latency_p50_ms": "latency_sample_p50_ms",
+    "profile_latency_p99_ms": "latency_sample_p99_ms",
+    "latency_cv": "latency_cv",
+    "energy_source": "source",
+    "energy_reason": "reason",
+    "device": "device_slug",
+}
+
+
+def fixed_batch(rows: pd.DataFrame, batch_size: int, pad_id: int) -> dict[str, Any]:
+    """The first `batch_size` test inputs, right-padded (input ids only: no labels)."""
+    import torch
+
+    sequences = [list(ids) for ids in rows["input_ids"].head(batch_size)]
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, seq in enumerate(sequences):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def run_profile(export_dir: Path, data_dir: Path, profiling: dict[str, Any], device_name: str, out_path: Path, threads: int = 1) -> pd.DataFrame:
+    import torch
+
+    from ..energy import make_meter, profile_workload
+    from ..models import load_backbone, load_tokenizer
+
+    pin_threads(threads)
+    data = open_run_data(data_dir)
+    tokenizer = load_tokenizer(export_dir)
+    model = load_backbone(export_dir, data.task, len(data.label_names) if data.label_names else None)
+    meter = make_meter("auto", allow_estimate=profiling["energy_estimate"], tdp_watts=profiling.get("tdp_watts"))
+    device = torch.device(meter.device)
+    model.to(device).eval()
+    batch = {k: v.to(device) for k, v in fixed_batch(data.frame("test"), profiling["batch_size"], tokenizer.pad_token_id).items()}
+
+    @torch.inference_mode()
+    def run_once() -> None:
+        model(**batch)
+
+    result = profile_workload(
+        run_once,
+        samples_per_iter=int(batch["input_ids"].shape[0]),
+        tokens_per_iter=int(batch["attention_mask"].sum()),
+        meter=meter,
+        warmup_iters=profiling["warmup_iters"],
+        window_iters=profiling["window_iters"],
+        repeats=profiling["repeats"],
+        idle_seconds=profiling["idle_seconds"],
+    )
+    frame = result.to_frame()
+    frame["run_id"] = Path(export_dir).name
+    frame["profile_device"] = device_name
+    frame["workload"] = WORKLOAD
+    frame["threads"] = threads
+    with atomic_path(out_path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    meter.close()
+    return frame
+
+
+def profile_summary(path: Path) -> dict[str, Any]:
+    """One profile's summary under metrics.json names; NaN energy becomes None (unavailable)."""
+    frame = pd.read_parquet(path)
+    first = frame.iloc[0]
+    summary = {name: _clean(first[col]) for name, col in SUMMARY_FIELDS.items() if col in frame}
+    summary["device"] = str(first["profile_device"])
+    summary["device_name"] = _clean(first.get("gpu_name")) or _clean(first.get("cpu_model"))
+    summary["workload"] = str(first["workload"])
+    return summary
+
+
+def _clean(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN: not measured
+        return None
+    return value.item() if hasattr(value, "item") else value

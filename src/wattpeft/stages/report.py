@@ -1,0 +1,40 @@
+"""Report stage: per-family aggregation, the top-level aggregate and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..utils.io import read_json, write_json
+
+
+def run_family_aggregate(metrics_paths: list[Path], family: str, family_cfg: dict[str, Any], out_path: Path) -> dict:
+    from ..report.aggregate import aggregate_family
+
+    obj = aggregate_family(family, [Path(p) for p in metrics_paths], family_cfg)
+    write_json(out_path, obj)
+    return obj
+
+
+def run_combine(family_paths: list[Path], headline: str, out_path: Path) -> dict:
+    from ..report.aggregate import combine_families
+
+    families = {}
+    for path in family_paths:
+        obj = read_json(path)
+        families[obj["family"]] = obj
+    combined = combine_families(families, headline)
+    write_json(out_path, combined)
+    return combined
+
+
+def run_figure(kind: str, family: str, family_path: Path, out_png: Path) -> None:
+    from ..report.figures import make_figure
+
+    make_figure(kind, family, read_json(family_path), Path(out_png).with_suffix(""))
+
+
+def run_learning_curve(train_log: Path, out_png: Path, title: str) -> None:
+    from ..report.figures import plot_learning_curve
+
+    plot_learning_curve(Path(train_log), Path(out_png).with_suffix(""), title)

@@ -1,0 +1,18 @@
+# Stage 2, data: raw rows -> task type and fixed-seed splits -> tokenised parquet + manifest.
+
+
+rule tokenise:
+    input:
+        unpack(dataset_inputs),
+        model="resources/models/{model}",
+    output:
+        directory("results/data/{dataset}/{model}"),
+    log:
+        "logs/data/{dataset}-{model}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        spec=dataset_spec,
+        code=code_version("data", "models.py"),
+    script:
+        "../../scripts/tokenise.py"

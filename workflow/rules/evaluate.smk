@@ -1,0 +1,21 @@
+# Stage 6, evaluation: task metrics of the export on the test split, joined with its profile.
+
+
+rule evaluate:
+    input:
+        unpack(run_inputs),
+        export="results/exports/{run}",
+        config="results/runs/{run}/config.json",
+        summary="results/runs/{run}/train_summary.json",
+        profile=f"results/profiles/{DEVICE}/{{run}}.parquet",
+    output:
+        metrics="results/runs/{run}/metrics.json",
+        predictions="results/runs/{run}/predictions.json",
+    log:
+        "logs/evaluate/{run}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        code=code_version("evaluation", "stages/evaluate.py"),
+    script:
+        "../../scripts/evaluate.py"

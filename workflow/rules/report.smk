@@ -1,0 +1,93 @@
+# Stage 7, report: per-family comparison (seed 001's schema, plus n, standard error and
+# provenance for every number), the top-level aggregate, and figures as PDF and PNG.
+# Any one figure is a target, e.g. results/comparison/sentiment/primary_bar.png;
+# results/comparison/<family>/aggregated_metrics.json runs one family alone.
+
+
+rule aggregate_family:
+    input:
+        metrics_of_family,
+    output:
+        "results/comparison/{family}/aggregated_metrics.json",
+    log:
+        "logs/report/aggregate-{family}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        family_cfg=family_config,
+        code=code_version("report", "stages/report.py"),
+    script:
+        "../../scripts/aggregate_family.py"
+
+
+rule aggregate:
+    input:
+        expand(
+            "results/comparison/{family}/aggregated_metrics.json",
+            family=list(CFG["families"]),
+        ),
+    output:
+        report(
+            "results/comparison/aggregated_metrics.json",
+            caption="../report/aggregated_metrics.rst",
+            category="Comparison",
+        ),
+    log:
+        "logs/report/aggregate.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        headline=CFG["report"].get("headline_family", next(iter(CFG["families"]))),
+        code=code_version("report", "stages/report.py"),
+    script:
+        "../../scripts/aggregate.py"
+
+
+# One rule per figure kind, so each gets its own report caption.
+for kind in figure_kinds():
+
+    rule:
+        name:
+            f"figure_{kind}"
+        input:
+            "results/comparison/{family}/aggregated_metrics.json",
+        output:
+            png=report(
+                f"results/comparison/{{family}}/{kind}.png",
+                caption=f"../report/{kind}.rst",
+                category="Comparison",
+                subcategory="{family}",
+                labels={"family": "{family}", "figure": kind},
+            ),
+            pdf=f"results/comparison/{{family}}/{kind}.pdf",
+        log:
+            f"logs/report/{{family}}-{kind}.log",
+        conda:
+            "../../envs/wattpeft.yaml"
+        params:
+            kind=kind,
+            code=code_version("report", "stages/report.py"),
+        script:
+            "../../scripts/figure.py"
+
+
+rule learning_curve:
+    input:
+        "results/runs/{run}/train_log.jsonl",
+    output:
+        png=report(
+            "results/runs/{run}/learning_curve.png",
+            caption="../report/learning_curve.rst",
+            category="Runs",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "learning curve"},
+        ),
+        pdf="results/runs/{run}/learning_curve.pdf",
+    log:
+        "logs/report/learning-curve-{run}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        code=code_version("report", "stages/report.py"),
+    script:
+        "../../scripts/learning_curve.py"

@@ -1,0 +1,44 @@
+# Stage 3, fine-tuning: an optuna search per (family, method, budget), then one run per seed
+# with the best parameters. A killed run resumes from its last checkpoint.
+
+
+rule search:
+    input:
+        unpack(group_inputs),
+    output:
+        "results/search/{group}/best_params.json",
+    log:
+        "logs/search/{group}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        run_cfg=search_config,
+        code=code_version(
+            "training", "models.py", "data/loading.py", "stages/finetune.py"
+        ),
+        method_code=group_method_code,
+    script:
+        "../../scripts/search.py"
+
+
+rule finetune:
+    input:
+        unpack(run_inputs),
+        best_params=best_params_of_run,
+    output:
+        adapter=directory("results/runs/{run}/adapter"),
+        summary="results/runs/{run}/train_summary.json",
+        log="results/runs/{run}/train_log.jsonl",
+        config="results/runs/{run}/config.json",
+    log:
+        "logs/finetune/{run}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        run_cfg=run_config,
+        code=code_version(
+            "training", "models.py", "data/loading.py", "stages/finetune.py"
+        ),
+        method_code=run_method_code,
+    script:
+        "../../scripts/finetune.py"
