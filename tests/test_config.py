@@ -120,3 +120,22 @@ def test_snakemake_rejects_bad_config_fast_and_starts_no_job(tmp_path, raw):
     assert "families.sentiment.methods" in proc.stdout + proc.stderr
     assert elapsed < 5.0, f"rejecting a bad config took {elapsed:.1f} s"
     assert not (tmp_path / "work" / "results").exists()
+
+
+def test_a_method_can_override_the_search_space(raw):
+    space = {"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2}}
+    raw["families"]["sentiment"]["methods"]["adalora"] = {"role": "baseline", "optuna": {"search_space": space}}
+    cfg = validate_config(raw)
+    ada = resolve_run_config(cfg, "sentiment--adalora--b0.5--s0")
+    lora = resolve_run_config(cfg, "sentiment--lora--b0.5--s0")
+    assert ada["optuna"]["search_space"] == space and "optuna" not in ada["method_params"]
+    assert lora["optuna"]["search_space"] == raw["optuna"]["search_space"]
+
+
+def test_reordered_config_resolves_identically(raw):
+    """Snakemake compares params by representation: key order must not matter."""
+    reordered = yaml.safe_load(yaml.safe_dump(raw, sort_keys=True))
+    for key in iter_runs(validate_config(copy.deepcopy(raw))):
+        a = resolve_run_config(validate_config(copy.deepcopy(raw)), key.run_id)
+        b = resolve_run_config(validate_config(copy.deepcopy(reordered)), key.run_id)
+        assert repr(a) == repr(b)

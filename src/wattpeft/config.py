@@ -54,6 +54,16 @@ TRIAL_MAX_BATCHES = 2
 RUN_ID_SEP = "--"
 
 
+def canonical(obj: Any) -> Any:
+    """`obj` with every mapping's keys sorted, recursively. Snakemake compares params by their
+    representation, so without this a mere reordering of config.yaml would rerun every job."""
+    if isinstance(obj, dict):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(item) for item in obj]
+    return obj
+
+
 class ConfigError(ValueError):
     """A config problem, with the path of the offending field in the message."""
 
@@ -170,21 +180,22 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
     fam = cfg["families"][key.family]
     if key.method not in fam["methods"]:
         raise ConfigError(f"run {run_id}: method {key.method!r} is not in family {key.family!r}")
+    method_entry = fam["methods"][key.method]
     training = {**cfg["training"], **fam.get("training", {})}
-    optuna = {**cfg["optuna"], **fam.get("optuna", {})}
+    optuna = {**cfg["optuna"], **fam.get("optuna", {}), **method_entry.get("optuna", {})}
     wandb = dict(cfg["wandb"])
     if cfg["mode"] == "trial":
         training.update(epochs=1, max_batches_per_epoch=TRIAL_MAX_BATCHES)
         optuna["n_trials"] = 0
         wandb["mode"] = "disabled"
     method_params = {**cfg["methods"].get(key.method, {})}
-    method_params.update({k: v for k, v in fam["methods"][key.method].items() if k != "role"})
+    method_params.update({k: v for k, v in method_entry.items() if k not in ("role", "optuna")})
     resolved = {
         "run_id": run_id,
         "group_id": key.group_id,
         "family": key.family,
         "method": key.method,
-        "role": fam["methods"][key.method]["role"],
+        "role": method_entry["role"],
         "method_params": method_params,
         "budget": key.budget,
         "seed": key.seed,
@@ -198,7 +209,7 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
         "wandb": wandb,
     }
     resolved["config_hash"] = stable_hash(resolved)
-    return resolved
+    return canonical(resolved)
 
 
 def apply_params(run_cfg: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

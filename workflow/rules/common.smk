@@ -3,7 +3,7 @@ import hashlib
 from pathlib import Path
 
 from wattpeft.config import (
-    ConfigError,
+    canonical,
     group_ids,
     iter_runs,
     parse_run_id,
@@ -54,12 +54,13 @@ def run_method_code(wildcards):
     return method_code(parse_run_id(wildcards.run).method)
 
 
+# Every params value goes through canonical(): reordering config.yaml must rerun nothing.
 def model_spec(wildcards):
-    return CFG["models"][wildcards.model]
+    return canonical(CFG["models"][wildcards.model])
 
 
 def dataset_spec(wildcards):
-    return CFG["datasets"][wildcards.dataset]
+    return canonical(CFG["datasets"][wildcards.dataset])
 
 
 # ---- the run matrix -------------------------------------------------------------------
@@ -126,7 +127,7 @@ def metrics_of_family(wildcards):
 
 
 def family_config(wildcards):
-    return CFG["families"][wildcards.family]
+    return canonical(CFG["families"][wildcards.family])
 
 
 def figure_kinds():

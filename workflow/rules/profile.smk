@@ -10,10 +10,12 @@ rule profile:
         "results/profiles/{device}/{run}.parquet",
     log:
         "logs/profile/{device}/{run}.log",
+    benchmark:
+        "benchmarks/profile/{device}/{run}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        profiling=CFG["profiling"],
+        profiling=canonical(CFG["profiling"]),
         code=code_version("energy", "stages/profile.py"),
     script:
         "../../scripts/profile.py"
