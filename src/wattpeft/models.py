@@ -20,13 +20,18 @@ def load_tokenizer(source: str | Path):
     return tokenizer
 
 
-def load_backbone(source: str | Path, task: str, num_labels: int | None = None) -> nn.Module:
+def load_backbone(source: str | Path, task: str, label_names: list[str] | None = None) -> nn.Module:
     """A pretrained model with the head the task needs, in float32 (CPU-safe)."""
     source = str(source)
     if task == "classification":
-        if not num_labels:
-            raise ValueError("classification needs num_labels")
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+        if not label_names:
+            raise ValueError("classification needs label names")
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+        )
     elif task in ("summarisation", "lm"):
         model = AutoModelForCausalLM.from_pretrained(source)
     else:

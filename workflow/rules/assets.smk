@@ -6,6 +6,8 @@ rule model_asset:
         directory("resources/models/{model}"),
     log:
         "logs/assets/model-{model}.log",
+    benchmark:
+        "benchmarks/assets/model-{model}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
@@ -20,6 +22,8 @@ rule dataset_asset:
         directory("resources/datasets/{asset}"),
     log:
         "logs/assets/dataset-{asset}.log",
+    benchmark:
+        "benchmarks/assets/dataset-{asset}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:

@@ -9,6 +9,8 @@ rule tokenise:
         directory("results/data/{dataset}/{model}"),
     log:
         "logs/data/{dataset}-{model}.log",
+    benchmark:
+        "benchmarks/data/{dataset}-{model}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:

@@ -13,6 +13,8 @@ rule evaluate:
         predictions="results/runs/{run}/predictions.json",
     log:
         "logs/evaluate/{run}.log",
+    benchmark:
+        "benchmarks/evaluate/{run}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:

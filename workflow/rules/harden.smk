@@ -10,6 +10,8 @@ rule harden:
         directory("results/exports/{run}"),
     log:
         "logs/harden/{run}.log",
+    benchmark:
+        "benchmarks/harden/{run}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:

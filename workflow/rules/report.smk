@@ -11,6 +11,8 @@ rule aggregate_family:
         "results/comparison/{family}/aggregated_metrics.json",
     log:
         "logs/report/aggregate-{family}.log",
+    benchmark:
+        "benchmarks/report/aggregate-{family}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:

@@ -9,6 +9,8 @@ rule search:
         "results/search/{group}/best_params.json",
     log:
         "logs/search/{group}.log",
+    benchmark:
+        "benchmarks/search/{group}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
@@ -32,6 +34,8 @@ rule finetune:
         config="results/runs/{run}/config.json",
     log:
         "logs/finetune/{run}.log",
+    benchmark:
+        "benchmarks/finetune/{run}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:

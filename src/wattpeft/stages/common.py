@@ -26,6 +26,12 @@ class RunData:
     manifest: dict[str, Any]
     data_dir: Path
 
+    def load_model(self, source: str | Path):
+        """(tokenizer, model) for this data's task: the head matches its labels."""
+        from ..models import load_backbone, load_tokenizer
+
+        return load_tokenizer(source), load_backbone(source, self.task, self.label_names)
+
     def split(self, name: str):
         from ..data.loading import TokenisedSplit
 

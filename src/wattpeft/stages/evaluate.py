@@ -29,14 +29,12 @@ def run_evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     from ..evaluation.evaluate import evaluate_model
-    from ..models import load_backbone, load_tokenizer
 
     pin_threads(threads)
     run_cfg = read_json(run_config_path)
     summary = read_json(train_summary_path)
     data = open_run_data(data_dir)
-    tokenizer = load_tokenizer(export_dir)
-    model = load_backbone(export_dir, data.task, len(data.label_names) if data.label_names else None)
+    tokenizer, model = data.load_model(export_dir)
     ev = run_cfg["evaluation"]
     result = evaluate_model(
         model, tokenizer, data.frame("test"), data.task,

@@ -17,14 +17,10 @@ def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoin
     """Attach the method to a fresh backbone and train it; returns (method, model, outcome)."""
     from ..data.loading import make_collator
     from ..methods import get_method
-    from ..models import load_backbone, load_tokenizer
     from ..training.trainer import Trainer, plan_schedule
     from ..training.validation import validation_metrics
 
-    source = model_source(model_dir)
-    tokenizer = load_tokenizer(source)
-    num_labels = len(data.label_names) if data.label_names else None
-    model = load_backbone(source, data.task, num_labels)
+    _, model = data.load_model(model_source(model_dir))
     train_rows, val_rows = data.split("train"), data.split("validation")
     collate = make_collator(data.task, data.manifest["pad_token_id"])
     schedule = plan_schedule(len(train_rows), run_cfg["training"])

@@ -13,14 +13,11 @@ from .common import model_source, open_run_data, pin_threads
 def run_harden(run_config_path: Path, adapter_dir: Path, data_dir: Path, model_dir: Path, out_dir: Path, threads: int = 1) -> dict:
     from ..methods import get_method
     from ..methods.base import count_params
-    from ..models import load_backbone, load_tokenizer
 
     pin_threads(threads)
     run_cfg = read_json(run_config_path)
     data = open_run_data(data_dir)
-    source = model_source(model_dir)
-    tokenizer = load_tokenizer(source)
-    base = load_backbone(source, data.task, len(data.label_names) if data.label_names else None)
+    tokenizer, base = data.load_model(model_source(model_dir))
     method = get_method(run_cfg["method"])(run_cfg["method_params"], run_cfg["budget"], data.task, 1)
     hardened = method.harden(method.load(base, Path(adapter_dir)))
     card: dict[str, Any] = {

@@ -51,16 +51,14 @@ def run_profile(export_dir: Path, data_dir: Path, profiling: dict[str, Any], dev
     import torch
 
     from ..energy import make_meter, profile_workload
-    from ..models import load_backbone, load_tokenizer
 
     pin_threads(threads)
     data = open_run_data(data_dir)
-    tokenizer = load_tokenizer(export_dir)
-    model = load_backbone(export_dir, data.task, len(data.label_names) if data.label_names else None)
+    _, model = data.load_model(export_dir)
     meter = make_meter("auto", allow_estimate=profiling["energy_estimate"], tdp_watts=profiling.get("tdp_watts"))
     device = torch.device(meter.device)
     model.to(device).eval()
-    batch = {k: v.to(device) for k, v in fixed_batch(data.frame("test"), profiling["batch_size"], tokenizer.pad_token_id).items()}
+    batch = {k: v.to(device) for k, v in fixed_batch(data.frame("test"), profiling["batch_size"], data.manifest["pad_token_id"]).items()}
 
     @torch.inference_mode()
     def run_once() -> None:
