@@ -1,0 +1,147 @@
+"""The Snakemake workflow end to end on the small .test config (tiny models, toy files):
+outputs, caching, scoped reruns, failures, single targets, the HTML report and lint."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = [
+    "sentiment--lora--b5--s0", "sentiment--lora--b5--s1",
+    "sentiment--adalora--b5--s0", "sentiment--adalora--b5--s1",
+    "summarisation--lora--b5--s0",
+]
+FIGURES = ("primary_bar", "seed_spread", "latency", "energy", "metric_table")
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, config: str = ".test/config.yaml", check: bool = True):
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+        "--configfile", config, "--cores", "2", "--workflow-profile", str(ROOT / "profiles/default"),
+        *args,
+    ]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str, config: str = ".test/config.yaml") -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run would execute."""
+    out = snakemake(workdir, "-n", *args, config=config)
+    text = out.stdout + out.stderr
+    jobs, rule = [], None
+    for line in text.splitlines():
+        if m := re.match(r"^(?:local)?rule (\S+):$", line.strip()):
+            rule = m.group(1)
+            jobs.append((rule, ""))
+        elif rule and line.strip().startswith("wildcards:"):
+            jobs[-1] = (rule, line.strip()[len("wildcards: "):])
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("workflow")
+    shutil.copytree(ROOT / ".test", wd / ".test")
+    snakemake(wd)
+    return wd
+
+
+def test_every_stage_writes_its_outputs(workdir):
+    agg = json.loads((workdir / "results/comparison/aggregated_metrics.json").read_text())
+    for key in ("primary_metric", "metrics", "best_proposed", "best_baseline", "gap", "families"):
+        assert key in agg
+    assert agg["energy_sources"] == ["unavailable"]
+    assert set(agg["metrics"]["accuracy"]) == {r for r in RUNS if r.startswith("sentiment")}
+    for run in RUNS:
+        metrics = json.loads((workdir / f"results/runs/{run}/metrics.json").read_text())
+        assert metrics["energy_source"] == "unavailable"
+        assert metrics["metrics"]["energy_j_per_sample"] is None  # never invented
+        assert metrics["metrics"]["latency_p99_ms"] > 0
+        config = json.loads((workdir / f"results/runs/{run}/config.json").read_text())
+        for key in ("run_id", "method", "model", "dataset", "training", "optuna"):
+            assert key in config
+        for suffix in ("png", "pdf"):
+            assert (workdir / f"results/runs/{run}/learning_curve.{suffix}").stat().st_size > 0
+        (profile,) = (workdir / "results/profiles").glob(f"*/{run}.parquet")
+        frame = pd.read_parquet(profile)
+        assert frame["source"].eq("unavailable").all() and frame["j_per_sample_gross"].isna().all()
+    for family in ("sentiment", "summarisation"):
+        for kind in FIGURES:
+            for suffix in ("png", "pdf"):
+                assert (workdir / f"results/comparison/{family}/{kind}.{suffix}").stat().st_size > 0
+    manifest = json.loads((workdir / "results/data/toy_sentiment/tiny_bert/manifest.json").read_text())
+    for key in ("rows", "content_hash", "truncated_share"):
+        assert key in manifest["splits"]["train"]
+    assert "tokenizer" in manifest and "max_length" in manifest
+
+
+def test_second_run_does_nothing(workdir):
+    assert planned_jobs(workdir) == []
+
+
+def test_changing_one_method_reruns_only_its_downstream(workdir):
+    cfg = yaml.safe_load((workdir / ".test/config.yaml").read_text())
+    cfg["methods"]["adalora"]["orth_reg_weight"] = 0.25
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(workdir, config="changed.yaml")
+    per_run = [(rule, wc) for rule, wc in jobs if "run=" in wc or "group=" in wc]
+    assert {rule for rule, _ in per_run} == {"search", "finetune", "harden", "profile", "evaluate", "learning_curve"}
+    assert all("--adalora--" in wc for _, wc in per_run), per_run
+    others = {rule for rule, wc in jobs if (rule, wc) not in per_run}
+    assert "tokenise" not in others and "model_asset" not in others
+    assert all("family=summarisation" not in wc for _, wc in jobs)
+
+
+def test_one_figure_is_a_target(workdir):
+    target = workdir / "results/comparison/sentiment/latency.png"
+    target.unlink()
+    assert planned_jobs(workdir, "results/comparison/sentiment/latency.png") == [
+        ("figure_latency", "family=sentiment")
+    ]
+    snakemake(workdir, "results/comparison/sentiment/latency.png")
+    assert target.exists()
+
+
+def test_one_family_runs_alone(workdir):
+    jobs = planned_jobs(workdir, "--forceall", "results/comparison/summarisation/aggregated_metrics.json")
+    assert jobs and all("sentiment" not in wc for _, wc in jobs)
+    assert ("aggregate_family", "family=summarisation") in jobs
+
+
+def test_html_report_has_captions(workdir):
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "standard error" in html
+
+
+def test_failed_job_leaves_no_output_and_downstream_reruns(workdir, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(workdir, wd, symlinks=True)
+    with open(wd / ".test/data/toy_sentiment.csv", "a") as fh:
+        fh.write('"",positive\n')  # an empty sentence: the data check must refuse it
+    failed = snakemake(wd, "results/comparison/sentiment/aggregated_metrics.json", check=False)
+    assert failed.returncode != 0
+    assert "empty or missing 'text'" in (wd / "logs/data/toy_sentiment-tiny_bert.log").read_text()
+    assert not (wd / "results/data/toy_sentiment/tiny_bert").exists()
+    assert not list((wd / "results").rglob(".*tmp*")), "a temporary file was left behind"
+    jobs = planned_jobs(wd)
+    rerun = {wc for rule, wc in jobs if rule == "evaluate"}
+    assert rerun == {f"run={r}" for r in RUNS if r.startswith("sentiment")}, "stale downstream kept"
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
