@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import apply_params
+from ..training.tracking import mirror_to_wandb
 from ..utils.io import atomic_path, read_json, write_json
 from .common import RunData, model_source, open_run_data, pin_threads
 
@@ -103,5 +104,6 @@ def run_finetune(
     with atomic_path(out["log"]) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in outcome.log))
     write_json(out["summary"], summary)
+    mirror_to_wandb(run_cfg, outcome.log, summary)
     shutil.rmtree(checkpoints.parent, ignore_errors=True)  # finished: nothing to resume
     return summary
