@@ -391,3 +391,15 @@ def test_report_captions_render_as_restructuredtext(caption):
 def test_a_caption_exists_for_every_figure_kind():
     names = {p.stem for p in REPORT_DIR.glob("*.rst")}
     assert set(FIGURES) | {"learning_curve", "workflow"} <= names
+
+
+def test_markdown_results_table_shows_se_and_unavailable(written):
+    from wattpeft.report.markdown import results_table
+
+    aggregated, _, _ = written
+    table = results_table(aggregated)
+    first_group = next(iter(aggregated["families"]["sentiment"]["groups"]))
+    stats = aggregated["families"]["sentiment"]["summary"]["accuracy"][first_group]
+    assert f"{stats['mean']:.3f} ± {stats['se']:.3f}" in table
+    assert "| summ | lora (baseline) | 0.1 | 1 | " in table  # n = 1: a mean without ± se
+    assert "unavailable" in table
