@@ -9,8 +9,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The embedded default, unless a config is given with --configfile (whole, not merged).
-if not config:
+# The embedded default, unless a config is given with --configfile (then whole, not merged
+# with the default); `--config key=value` overrides apply on top of either.
+if not workflow.config_settings.configfiles:
 
     configfile: "config.yaml"
 

@@ -139,3 +139,14 @@ def test_reordered_config_resolves_identically(raw):
         a = resolve_run_config(validate_config(copy.deepcopy(raw)), key.run_id)
         b = resolve_run_config(validate_config(copy.deepcopy(reordered)), key.run_id)
         assert repr(a) == repr(b)
+
+
+def test_config_overrides_apply_on_top_of_the_default(tmp_path):
+    """`--config mode=trial` keeps config.yaml and overrides one key (dry run, no job)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", "mode=trial",
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rule finetune" in proc.stdout + proc.stderr
