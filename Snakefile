@@ -13,7 +13,7 @@ min_version("9.0")
 # with the default); `--config key=value` overrides apply on top of either.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config.yaml"
+    configfile: f"{workflow.basedir}/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
