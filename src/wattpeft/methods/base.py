@@ -8,6 +8,7 @@ exported, profiled and evaluated.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-class AdapterMethod:
+class AdapterMethod(ABC):
     """Base class: one subclass per method, in its own folder under methods/."""
 
     name: str = ""
@@ -58,9 +59,9 @@ class AdapterMethod:
         self.total_steps = int(total_steps)
         self.stats: dict[str, Any] = {}
 
+    @abstractmethod
     def attach(self, model: nn.Module) -> nn.Module:
         """Wrap the target layers of `model`; return the model to train."""
-        raise NotImplementedError(f"{type(self).__name__} must implement attach")
 
     def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
         """Method-specific loss terms added to the task loss (None: none)."""
@@ -76,12 +77,14 @@ class AdapterMethod:
     def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
+    @abstractmethod
     def save(self, model: nn.Module, out_dir: Path) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement save")
+        """Write the trained adapter (and any method state inference needs) to `out_dir`."""
 
+    @abstractmethod
     def load(self, base_model: nn.Module, adapter_dir: Path) -> nn.Module:
-        raise NotImplementedError(f"{type(self).__name__} must implement load")
+        """`base_model` with the adapter saved in `adapter_dir` attached."""
 
+    @abstractmethod
     def harden(self, model: nn.Module) -> nn.Module:
         """The inference model: adapters merged, gates fixed, quantised where the method says."""
-        raise NotImplementedError(f"{type(self).__name__} must implement harden")

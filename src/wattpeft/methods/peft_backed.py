@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from abc import abstractmethod
+
 from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
@@ -19,8 +21,9 @@ TASK_TYPES = {
 class PeftMethod(AdapterMethod):
     """A peft tuner; subclasses build its config from a rank chosen to meet the budget."""
 
+    @abstractmethod
     def build_peft_config(self, rank: int, target_modules: list[str]) -> PeftConfig:
-        raise NotImplementedError(f"{type(self).__name__} must implement build_peft_config")
+        """The peft config of this tuner at `rank` on `target_modules`."""
 
     def params_per_rank(self, in_features: int, out_features: int) -> int:
         """Trainable parameters one rank adds to one target layer."""
