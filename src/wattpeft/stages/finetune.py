@@ -16,11 +16,16 @@ from .common import RunData, model_source, open_run_data, pin_threads
 
 def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoint_dir=None, progress=True):
     """Attach the method to a fresh backbone and train it; returns (method, model, outcome)."""
+    from accelerate.utils import set_seed
+
     from ..data.loading import make_collator
     from ..methods import get_method
     from ..training.trainer import Trainer, plan_schedule
     from ..training.validation import validation_metrics
 
+    # Seed before anything is initialised: a new classification head and the adapter
+    # matrices are drawn here, long before the trainer starts.
+    set_seed(run_cfg["seed"])
     _, model = data.load_model(model_source(model_dir))
     train_rows, val_rows = data.split("train"), data.split("validation")
     collate = make_collator(data.task, data.manifest["pad_token_id"])
