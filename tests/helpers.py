@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from wattpeft.data.loading import make_collator
+
 
 def tiny_bert(seed: int = 0, vocab: int = 60) -> BertForSequenceClassification:
     torch.manual_seed(seed)
@@ -27,14 +29,7 @@ def separable_rows(n: int = 64, seed: int = 0, length: int = 12) -> list[dict]:
     return rows
 
 
-def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    width = max(len(r["input_ids"]) for r in items)
-    ids = torch.zeros(len(items), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(items):
-        ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
-        mask[i, : len(row["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["label"] for r in items])}
+collate = make_collator("classification", pad_id=0)
 
 
 def run_cfg(**training) -> dict:

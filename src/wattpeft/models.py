@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from torch import nn
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from .data import tokenise
 
 
 def load_tokenizer(source: str | Path):
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    """The model's tokenizer (as tokenisation loads it), with a pad token for batching."""
+    tokenizer = tokenise.load_tokenizer(source)
     if tokenizer.pad_token_id is None:
         # Decoder-only models often ship without a pad token; padding is masked anyway.
         tokenizer.pad_token = tokenizer.eos_token

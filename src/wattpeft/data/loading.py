@@ -65,7 +65,8 @@ def pad_sequences(seqs: Sequence[Sequence[int]], value: int, side: str = "right"
     return out
 
 
-def _attention_mask(seqs: Sequence[Sequence[int]], side: str = "right") -> torch.Tensor:
+def attention_mask(seqs: Sequence[Sequence[int]], side: str = "right") -> torch.Tensor:
+    """1 over each sequence's tokens, 0 over the padding `pad_sequences` adds (same side)."""
     return pad_sequences([[1] * len(s) for s in seqs], 0, side)
 
 
@@ -83,7 +84,7 @@ def make_collator(task: str, pad_id: int) -> Callable[[list[dict]], dict[str, to
 
     def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
         ids = [item["input_ids"] for item in batch]
-        out = {"input_ids": pad_sequences(ids, pad_id), "attention_mask": _attention_mask(ids)}
+        out = {"input_ids": pad_sequences(ids, pad_id), "attention_mask": attention_mask(ids)}
         if task == "classification":
             out["labels"] = torch.tensor([int(item["label"]) for item in batch], dtype=torch.long)
         elif task == "summarisation":
@@ -102,7 +103,7 @@ def make_prompt_collator(pad_id: int) -> Callable[[list[dict]], dict[str, torch.
         prompts = [item["prompt_ids"] for item in batch]
         return {
             "input_ids": pad_sequences(prompts, pad_id, side="left"),
-            "attention_mask": _attention_mask(prompts, side="left"),
+            "attention_mask": attention_mask(prompts, side="left"),
         }
 
     return collate

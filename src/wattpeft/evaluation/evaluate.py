@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..data.loading import IGNORE_INDEX, attention_mask, pad_sequences
 from .metrics import classification_metrics, latency_percentiles, perplexity, rouge_scores
 
 TASKS = ("classification", "summarisation", "lm")
@@ -30,7 +31,6 @@ REQUIRED_COLUMNS = {
     "summarisation": ("prompt_ids", "input_ids", "labels", "reference"),
     "lm": ("input_ids",),
 }
-IGNORE_INDEX = -100
 WARMUP_CALLS = 2
 
 
@@ -169,14 +169,8 @@ def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list
 
 def _pad(sequences: Sequence[Sequence[int]], pad_value: int, side: str, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad to the longest sequence; returns (ids, attention_mask) as long tensors on `device`."""
-    width = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), width), pad_value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        span = slice(width - len(sequence), width) if side == "left" else slice(0, len(sequence))
-        ids[row, span] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, span] = 1
-    return ids.to(device), mask.to(device)
+    ids = pad_sequences(sequences, pad_value, side)
+    return ids.to(device), attention_mask(sequences, side).to(device)
 
 
 def _check_finite(logits: torch.Tensor, where: str) -> None:

@@ -33,9 +33,9 @@ class RunData:
         return load_tokenizer(source), load_backbone(source, self.task, self.label_names)
 
     def split(self, name: str):
-        from ..data.loading import TokenisedSplit
+        from ..data.loading import load_split
 
-        return TokenisedSplit(self.data_dir / f"{name}.parquet")
+        return load_split(self.data_dir, name)
 
     def frame(self, name: str):
         import pandas as pd

@@ -8,13 +8,10 @@ from typing import Any
 
 from ..utils.io import read_json, write_json
 from .common import open_run_data, pin_threads
-from .profile import profile_summary
+from .profile import SUMMARY_FIELDS, profile_summary
 
-# Profile fields copied into metrics.json's "metrics".
-PROFILE_METRICS = (
-    "energy_j_per_sample", "energy_j_per_sample_net", "energy_cv", "idle_power_w", "peak_power_w",
-    "tokens_per_s", "profile_latency_p50_ms", "profile_latency_p99_ms", "latency_cv",
-)
+# Profile fields copied into metrics.json's "metrics" (the rest are provenance).
+PROFILE_METRICS = [name for name in SUMMARY_FIELDS if name not in ("energy_source", "energy_reason", "device")]
 
 
 def run_evaluate(
@@ -36,8 +33,9 @@ def run_evaluate(
     data = open_run_data(data_dir)
     tokenizer, model = data.load_model(export_dir)
     ev = run_cfg["evaluation"]
+    test = data.frame("test")
     result = evaluate_model(
-        model, tokenizer, data.frame("test"), data.task,
+        model, tokenizer, test, data.task,
         label_names=data.label_names,
         batch_size=ev["batch_size"],
         max_new_tokens=ev["max_new_tokens"],
@@ -79,7 +77,7 @@ def run_evaluate(
         },
         "config_hash": run_cfg["config_hash"],
         "data_hash": data.data_hash,
-        "n_test": len(data.frame("test")),
+        "n_test": len(test),
         "tuned_params": summary.get("tuned_params", {}),
     }
     write_json(out_predictions, result["predictions"])

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..utils.io import atomic_path
-from .common import open_run_data, pin_threads
+from ..utils.io import atomic_path, json_safe
+from .common import RunData, open_run_data, pin_threads
 
 WORKLOAD = "forward pass over a fixed batch of test inputs (prefill, no generation)"
 
@@ -33,18 +33,14 @@ SUMMARY_FIELDS = {
 }
 
 
-def fixed_batch(rows: pd.DataFrame, batch_size: int, pad_id: int) -> dict[str, Any]:
-    """The first `batch_size` test inputs, right-padded (input ids only: no labels)."""
-    import torch
+def fixed_batch(data: RunData, batch_size: int) -> dict[str, Any]:
+    """The first `batch_size` test inputs, padded as in training (inputs only: no labels)."""
+    from ..data.loading import make_collator
 
-    sequences = [list(ids) for ids in rows["input_ids"].head(batch_size)]
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, seq in enumerate(sequences):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
+    test = data.split("test")
+    batch = make_collator(data.task, data.manifest["pad_token_id"])([test[i] for i in range(min(batch_size, len(test)))])
+    batch.pop("labels")
+    return batch
 
 
 def run_profile(export_dir: Path, data_dir: Path, profiling: dict[str, Any], device_name: str, out_path: Path, threads: int = 1) -> pd.DataFrame:
@@ -58,7 +54,7 @@ def run_profile(export_dir: Path, data_dir: Path, profiling: dict[str, Any], dev
     meter = make_meter("auto", allow_estimate=profiling["energy_estimate"], tdp_watts=profiling.get("tdp_watts"))
     device = torch.device(meter.device)
     model.to(device).eval()
-    batch = {k: v.to(device) for k, v in fixed_batch(data.frame("test"), profiling["batch_size"], data.manifest["pad_token_id"]).items()}
+    batch = {k: v.to(device) for k, v in fixed_batch(data, profiling["batch_size"]).items()}
 
     @torch.inference_mode()
     def run_once() -> None:
@@ -89,16 +85,8 @@ def profile_summary(path: Path) -> dict[str, Any]:
     """One profile's summary under metrics.json names; NaN energy becomes None (unavailable)."""
     frame = pd.read_parquet(path)
     first = frame.iloc[0]
-    summary = {name: _clean(first[col]) for name, col in SUMMARY_FIELDS.items() if col in frame}
+    summary = {name: json_safe(first[col]) for name, col in SUMMARY_FIELDS.items() if col in frame}
     summary["device"] = str(first["profile_device"])
-    summary["device_name"] = _clean(first.get("gpu_name")) or _clean(first.get("cpu_model"))
+    summary["device_name"] = json_safe(first.get("gpu_name")) or json_safe(first.get("cpu_model"))
     summary["workload"] = str(first["workload"])
     return summary
-
-
-def _clean(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:  # NaN: not measured
-        return None
-    return value.item() if hasattr(value, "item") else value

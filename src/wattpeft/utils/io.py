@@ -27,16 +27,16 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     # JSON has no NaN/inf: write them as null so every reader can parse the file.
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     return obj
 
 
@@ -47,7 +47,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(_json_safe(obj), fh, indent=2, sort_keys=False)
+            json.dump(json_safe(obj), fh, indent=2, sort_keys=False)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:
