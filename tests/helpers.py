@@ -6,6 +6,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from wattpeft.data.loading import make_collator
+from wattpeft.methods import get_method
+from wattpeft.training.trainer import Trainer, plan_schedule
+from wattpeft.training.validation import validation_metrics
 
 
 def tiny_bert(seed: int = 0, vocab: int = 60) -> BertForSequenceClassification:
@@ -40,3 +43,25 @@ def run_cfg(**training) -> dict:
     }
     base.update(training)
     return {"run_id": "t--lora--b5--s0", "seed": 0, "training": base}
+
+
+def make_method(name, params=None, budget=5.0, total_steps=12):
+    return get_method(name)({"alpha": 16, "dropout": 0.1} if params is None else params,
+                            budget, "classification", total_steps)
+
+
+def make_run(name, cfg, checkpoint_dir=None, params=None, **kwargs):
+    """(method, model, trainer): `name` attached to a tiny BERT on separable rows."""
+    rows = separable_rows()
+    method = make_method(name, params, total_steps=plan_schedule(len(rows), cfg["training"]).total_steps)
+    model = method.attach(tiny_bert())
+    trainer = Trainer(
+        cfg, model, method, rows, collate, checkpoint_dir=checkpoint_dir, progress=False,
+        evaluate=lambda m: validation_metrics(m, separable_rows(32, seed=1), collate, "classification"),
+        **kwargs,
+    )
+    return method, model, trainer
+
+
+def trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -11,31 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import collate, run_cfg, separable_rows, tiny_bert
-from wattpeft.methods import get_method
+from helpers import collate, make_run, run_cfg, separable_rows, tiny_bert, trainable
 from wattpeft.training.checkpoint import latest_checkpoint
 from wattpeft.training.precision import resolve_mixed_precision
-from wattpeft.training.trainer import NonFiniteLossError, Trainer, plan_schedule
-from wattpeft.training.validation import validation_metrics
+from wattpeft.training.trainer import NonFiniteLossError, plan_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_run(method_name, cfg, checkpoint_dir=None, **kwargs):
-    rows = separable_rows()
-    schedule = plan_schedule(len(rows), cfg["training"])
-    method = get_method(method_name)({"alpha": 16, "dropout": 0.1}, 5.0, "classification", schedule.total_steps)
-    model = method.attach(tiny_bert())
-    trainer = Trainer(
-        cfg, model, method, rows, collate, checkpoint_dir=checkpoint_dir, progress=False,
-        evaluate=lambda m: validation_metrics(m, separable_rows(32, seed=1), collate, "classification"),
-        **kwargs,
-    )
-    return method, model, trainer
-
-
-def trainable(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def test_schedule_counts_steps_and_trial_cap():

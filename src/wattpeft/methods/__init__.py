@@ -1,7 +1,10 @@
 """Method registry: a new method is one folder under methods/ plus one line here.
 
-Names map to module paths so that reading the registry (config validation, Snakefile
-parsing) never imports torch.
+Each registered package holds `__init__.py` (a docstring), `config.py` (a torch-free
+dataclass `Config`, a `params.MethodConfig`) and `model.py` (the `Method` class, an
+`base.AdapterMethod`). Names map to package paths so that reading the registry or a
+method's config (config validation, Snakefile parsing) never imports torch.
+See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .base import AdapterMethod
+    from .params import MethodConfig
 
 METHODS: dict[str, str] = {
     "lora": "wattpeft.methods.lora",
@@ -22,11 +26,20 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
-def get_method(name: str) -> type["AdapterMethod"]:
-    """The method class registered under `name` (each method module exports `Method`)."""
+def _package(name: str) -> str:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(method_names())}")
-    return importlib.import_module(METHODS[name]).Method
+    return METHODS[name]
 
 
-__all__ = ["METHODS", "get_method", "method_names"]
+def get_method(name: str) -> type["AdapterMethod"]:
+    """The method class registered under `name` (imports torch and peft)."""
+    return importlib.import_module(f"{_package(name)}.model").Method
+
+
+def method_config(name: str) -> type["MethodConfig"]:
+    """The config class of the method registered under `name` (torch-free)."""
+    return importlib.import_module(f"{_package(name)}.config").Config
+
+
+__all__ = ["METHODS", "get_method", "method_config", "method_names"]

@@ -3,7 +3,8 @@
 The life of a method in a run: `attach` adapters to a pretrained backbone, train
 (the trainer adds `extra_loss` and calls `after_optimizer_step`), `save` the trained
 adapter, later `load` it onto a fresh backbone and `harden` it into the model that is
-exported, profiled and evaluated.
+exported, profiled and evaluated. Ranks come from the shared budget rule (budget.py),
+parameters from the method's typed `Config` (its config.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .budget import Allocation, Target, allocate, allocation_stats
+from .params import MethodConfig
 
 # Target linear layers per architecture family (SPEC: "Common ground").
 TARGET_MODULES = {
@@ -35,11 +39,12 @@ def default_target_modules(model: nn.Module) -> list[str]:
 
 
 def target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:
-    """Linear layers whose last name component is one of `target_modules` (peft's matching rule)."""
+    """Linear layers named `t` or ending in `.t` for a `t` in `target_modules` (peft's rule
+    for a list), in model order."""
     return [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[-1] in target_modules
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith(f".{t}") for t in target_modules)
     ]
 
 
@@ -48,27 +53,62 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 class AdapterMethod(ABC):
-    """Base class: one subclass per method, in its own folder under methods/."""
+    """Base class: one subclass per method, in its own folder under methods/ (model.py)."""
 
     name: str = ""
+    config_class: type[MethodConfig] = MethodConfig  # the method's config.Config
+    extra_params_per_rank: int = 0  # what one rank carries besides an A row and a B column
 
     def __init__(self, params: dict[str, Any], budget_pct: float, task: str, total_steps: int):
-        self.params = dict(params)
+        self.config = self.config_class.from_params(params, where=f"{self.name} method params")
         self.budget_pct = float(budget_pct)
         self.task = task
         self.total_steps = int(total_steps)
         self.stats: dict[str, Any] = {}
 
+    def target_names(self, model: nn.Module) -> list[str]:
+        """The configured target_modules, else the architecture's defaults."""
+        return list(self.config.target_modules or default_target_modules(model))
+
+    def allocate(self, model: nn.Module) -> Allocation:
+        """Per-module ranks meeting this run's budget on `model` (the shared rule, budget.py);
+        call it before attaching, so that the backbone count has no adapter in it."""
+        names = self.target_names(model)
+        layers = target_linears(model, names)
+        if not layers:
+            raise ValueError(f"{self.name}: no linear layer matches target_modules {names}")
+        return allocate(
+            [Target(name, m.in_features, m.out_features) for name, m in layers],
+            count_params(model),
+            self.budget_pct,
+            extra_per_rank=self.extra_params_per_rank,
+            tolerance_pct=self.config.budget_tolerance_pct,
+            fixed_rank=self.config.rank,
+        )
+
+    def budget_stats(self, allocation: Allocation, *, adapter_params: int, effective_params: int,
+                     trainable_params: int) -> dict[str, Any]:
+        """The stats every method reports (see docs/methods.md). `effective_params` are the
+        adapter parameters that carry an update (all of them unless the method prunes)."""
+        return {
+            **allocation_stats(allocation),
+            "budget_tolerance_pct": self.config.budget_tolerance_pct,
+            "adapter_params": adapter_params,
+            "effective_adapter_params": effective_params,
+            "trainable_params": trainable_params,
+            "achieved_budget_pct": 100.0 * effective_params / allocation.backbone_params,
+        }
+
     @abstractmethod
     def attach(self, model: nn.Module) -> nn.Module:
-        """Wrap the target layers of `model`; return the model to train."""
+        """Wrap the target layers of `model`; return the model to train. Sets `self.stats`."""
 
     def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
         """Method-specific loss terms added to the task loss (None: none)."""
         return None
 
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
-        """Called after each optimiser step, before gradients are cleared."""
+        """Called after each optimiser step (1-based), before gradients are cleared."""
 
     def state_dict(self, model: nn.Module) -> dict[str, Any]:
         """Method state that is not a model parameter (for exact resume)."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import re
 from abc import abstractmethod
+from pathlib import Path
 
 from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
-from .base import AdapterMethod, count_params, default_target_modules, target_linears
+from .base import AdapterMethod, count_params
+from .budget import Allocation
 
 TASK_TYPES = {
     "classification": TaskType.SEQ_CLS,
@@ -19,39 +20,33 @@ TASK_TYPES = {
 
 
 class PeftMethod(AdapterMethod):
-    """A peft tuner; subclasses build its config from a rank chosen to meet the budget."""
+    """A peft tuner; subclasses build its config from the budget rule's allocation."""
 
     @abstractmethod
-    def build_peft_config(self, rank: int, target_modules: list[str]) -> PeftConfig:
-        """The peft config of this tuner at `rank` on `target_modules`."""
+    def build_peft_config(self, allocation: Allocation) -> PeftConfig:
+        """The peft config realising `allocation` (target_modules: `exact_targets(allocation)`)."""
 
-    def params_per_rank(self, in_features: int, out_features: int) -> int:
-        """Trainable parameters one rank adds to one target layer."""
-        return in_features + out_features
-
-    def rank_for_budget(self, model: nn.Module, target_modules: list[str]) -> int:
-        """Rank so that adapter parameters are about `budget_pct`% of the backbone's."""
-        layers = target_linears(model, target_modules)
-        if not layers:
-            raise ValueError(f"no linear layer matches target_modules {target_modules}")
-        per_rank = sum(self.params_per_rank(m.in_features, m.out_features) for _, m in layers)
-        budget = self.budget_pct / 100.0 * count_params(model)
-        return max(1, int(round(budget / per_rank)))
+    def expected_adapter_params(self, allocation: Allocation) -> int:
+        """Adapter parameters peft must build for `allocation` (checked after attaching)."""
+        return allocation.params
 
     def attach(self, model: nn.Module) -> nn.Module:
-        targets = self.params.get("target_modules") or default_target_modules(model)
-        backbone_params = count_params(model)
-        rank = int(self.params.get("rank") or self.rank_for_budget(model, targets))
-        peft_model = get_peft_model(model, self.build_peft_config(rank, targets))
-        adapter = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+        names = self.target_names(model)
+        allocation = self.allocate(model)
+        peft_model = get_peft_model(model, self.build_peft_config(allocation))
+        built = adapter_param_count(peft_model)
+        expected = self.expected_adapter_params(allocation)
+        if built != expected:  # peft matched other modules or ranks than the rule chose
+            raise RuntimeError(f"{self.name}: peft built {built} adapter parameters, the budget rule {expected}")
+        self.allocation = allocation
         self.stats = {
-            "rank": rank,
-            "target_modules": list(targets),
-            "backbone_params": backbone_params,
-            "adapter_params": adapter,
-            "trainable_params": count_params(peft_model, trainable_only=True),
-            "budget_pct": self.budget_pct,
-            "achieved_budget_pct": 100.0 * adapter / backbone_params,
+            **self.budget_stats(
+                allocation,
+                adapter_params=built,
+                effective_params=allocation.params,
+                trainable_params=count_params(peft_model, trainable_only=True),
+            ),
+            "target_modules": names,
         }
         return peft_model
 
@@ -64,6 +59,20 @@ class PeftMethod(AdapterMethod):
     def harden(self, model: nn.Module) -> nn.Module:
         # safe_merge checks the merged weights for NaNs before replacing the base weights.
         return model.merge_and_unload(safe_merge=True)
+
+
+def exact_targets(allocation: Allocation) -> list[str]:
+    """Full module names: peft then wraps exactly the modules the rule counted."""
+    return sorted(allocation.ranks)
+
+
+def name_pattern(module_name: str) -> str:
+    """A peft rank/alpha pattern key matching `module_name` only (peft reads keys as regexes)."""
+    return re.escape(module_name)
+
+
+def adapter_param_count(model: nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
 
 
 def task_type(task: str) -> TaskType:
