@@ -1,5 +1,5 @@
 """Resumable training state: only what training changes (adapter weights, optimiser,
-scheduler, RNG, method state, position in the data), written atomically.
+scheduler, fp16 gradient scaler, RNG, method state, position in the data), written atomically.
 
 The frozen backbone is never copied, so a checkpoint of a 135M-parameter model with
 LoRA stays a few MB.
@@ -34,6 +34,8 @@ class Position:
     next_batch: int = 0  # index of the next batch within `epoch`
     elapsed_s: float = 0.0
     loss_window: list[float] = field(default_factory=list)  # losses since the last log record
+    skipped_steps: int = 0  # steps the fp16 gradient scaler skipped (overflow), in `step`
+    skipped_in_a_row: int = 0  # the current streak, bounded by the trainer
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -71,6 +73,7 @@ def save_checkpoint(
     scheduler: Any,
     method_state: dict[str, Any],
     log: list[dict[str, Any]],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{position.step:07d}"
@@ -84,6 +87,8 @@ def save_checkpoint(
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
                 "method": method_state,
+                # fp16's loss scale: a resumed run must continue with the same one
+                "scaler": scaler.state_dict() if scaler is not None else None,
             },
             tmp / "state.pt",
         )
@@ -108,9 +113,13 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[Position, dict[str, Any], list[dict[str, Any]]]:
-    """Restore model/optimiser/scheduler/RNG in place; return position, method state and log."""
+    """Restore model/optimiser/scheduler/scaler/RNG in place; return position, method state and log."""
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = sorted(set(weights) ^ {n for n, p in params.items() if p.requires_grad})
@@ -122,6 +131,8 @@ def load_checkpoint(
     state = torch.load(path / "state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):  # checkpoints before fp16 support have none
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     log = [json.loads(line) for line in (path / "log.jsonl").read_text().splitlines() if line]
     return Position(**state["position"]), state["method"], log

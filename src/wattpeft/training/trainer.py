@@ -1,6 +1,7 @@
 """One trainer for every method: accelerate for device and precision, a seeded data
 order that a resumed run replays exactly, checkpoints every N optimiser steps, and a
-hard stop on a non-finite loss or gradient that keeps the last good checkpoint.
+hard stop on a non-finite loss or gradient that keeps the last good checkpoint. Under fp16
+an overflowing gradient is expected: the gradient scaler skips that step and the run goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from .precision import resolve_mixed_precision
 EvalFn = Callable[[nn.Module], dict[str, float]]
 StepHook = Callable[[int], None]
 
+# fp16 skips: the scaler halves its scale on each one, so a long streak means the
+# gradients are genuinely non-finite, not that the scale is still settling.
+MAX_SKIPPED_IN_A_ROW = 50
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf; the run stops and its last good checkpoint is kept."""
@@ -39,6 +44,7 @@ class TrainOutcome:
     final_loss: float
     resumed_from_step: int | None
     mixed_precision: str
+    skipped_steps: int = 0  # optimiser steps the fp16 gradient scaler skipped (overflow)
     log: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, float] = field(default_factory=dict)
 
@@ -116,11 +122,11 @@ class Trainer:
         optimizer = accelerator.prepare_optimizer(optimizer)
         return accelerator, precision, optimizer, scheduler
 
-    def _resume(self, optimizer, scheduler) -> tuple[Position, list[dict[str, Any]], int | None]:
+    def _resume(self, optimizer, scheduler, scaler) -> tuple[Position, list[dict[str, Any]], int | None]:
         path = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if path is None:
             return Position(), [], None
-        position, method_state, log = load_checkpoint(path, self.model, optimizer, scheduler)
+        position, method_state, log = load_checkpoint(path, self.model, optimizer, scheduler, scaler)
         self.method.load_state_dict(self.model, method_state)
         print(f"[wattpeft] {self.cfg['run_id']}: resuming from {path}", file=sys.stderr)
         return position, log, position.step
@@ -128,7 +134,8 @@ class Trainer:
     def train(self) -> TrainOutcome:
         set_seed(self.cfg["seed"])
         accelerator, precision, optimizer, scheduler = self._setup()
-        position, log, resumed = self._resume(optimizer, scheduler)
+        position, log, resumed = self._resume(optimizer, scheduler, accelerator.scaler)
+        self._last_grad_norm = None  # until an optimiser step is applied
         sched = self.schedule
         bar = tqdm(
             total=sched.total_steps,
@@ -161,7 +168,7 @@ class Trainer:
                 if self.on_step_end:
                     self.on_step_end(position.step)
                 if self.checkpoint_dir and position.step % self.training["checkpoint_every"] == 0:
-                    self._checkpoint(position, optimizer, scheduler, log)
+                    self._checkpoint(position, optimizer, scheduler, log, accelerator.scaler)
             if position.next_batch >= len(batches):
                 log.append(self._eval_record(position))
                 position.epoch += 1
@@ -178,6 +185,7 @@ class Trainer:
             final_loss=last_loss,
             resumed_from_step=resumed,
             mixed_precision=precision,
+            skipped_steps=position.skipped_steps,
             log=log,
             validation={k: v for k, v in validation.items() if k not in ("step", "epoch", "split")},
         )
@@ -198,23 +206,45 @@ class Trainer:
         grad_norm = accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.training["max_grad_norm"]
         )
-        self._require_finite(grad_norm, "gradient norm", position)
-        self._last_grad_norm = float(grad_norm)
-        optimizer.step()
-        scheduler.step()
-        self.method.after_optimizer_step(self.model, position.step + 1)
+        if accelerator.scaler is None:  # nothing would skip this step: stop before it
+            self._require_finite(grad_norm, "gradient norm", position)
+        optimizer.step()  # with a scaler: skipped if the gradients overflowed
+        if optimizer.step_was_skipped:
+            self._count_skip(accelerator.scaler, position)
+        else:
+            position.skipped_in_a_row = 0
+            self._last_grad_norm = float(grad_norm)
+            scheduler.step()
+            self.method.after_optimizer_step(self.model, position.step + 1)
         optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _count_skip(self, scaler, position: Position) -> None:
+        """A skipped step is not an update: the scheduler and the method's hook (AdaLoRA
+        reads the gradients) wait for the next applied step; the data order still moves on."""
+        position.skipped_steps += 1
+        position.skipped_in_a_row += 1
+        if position.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+            self._stop(
+                f"the fp16 gradient scaler skipped {position.skipped_in_a_row} optimiser steps in a "
+                f"row (gradients non-finite, loss scale now {scaler.get_scale():g}) up to step "
+                f"{position.step + 1} (epoch {position.epoch})",
+                "Lower training.learning_rate, use mixed_precision bf16 or no, or check the data.",
+            )
 
     def _require_finite(self, value: torch.Tensor, what: str, position: Position) -> None:
         if torch.isfinite(value).all():
             return
+        self._stop(
+            f"{what} became {value.item()} at optimiser step {position.step + 1} (epoch {position.epoch})",
+            "Lower training.learning_rate or check the data for bad rows.",
+        )
+
+    def _stop(self, what_happened: str, advice: str) -> None:
         last = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         kept = f"last good checkpoint kept at {last}" if last else "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"{self.cfg['run_id']}: {what} became {value.item()} at optimiser step "
-            f"{position.step + 1} (epoch {position.epoch}); training stopped, {kept}. "
-            "Lower training.learning_rate or check the data for bad rows."
+            f"{self.cfg['run_id']}: {what_happened}; training stopped, {kept}. {advice}"
         )
 
     def _train_record(self, position, optimizer) -> dict[str, Any]:
@@ -224,7 +254,8 @@ class Trainer:
             "epoch": position.epoch,
             "loss": sum(window) / max(len(window), 1),
             "lr": optimizer.param_groups[0]["lr"],
-            "grad_norm": self._last_grad_norm,
+            "grad_norm": self._last_grad_norm,  # of the last applied step
+            "skipped_steps": position.skipped_steps,
             "elapsed_s": round(position.elapsed_s, 3),
         }
 
@@ -236,11 +267,11 @@ class Trainer:
             self.model.train()
         return record
 
-    def _checkpoint(self, position, optimizer, scheduler, log) -> None:
+    def _checkpoint(self, position, optimizer, scheduler, log, scaler) -> None:
         for name, param in self.model.named_parameters():
             if param.requires_grad and not torch.isfinite(param).all():
                 self._require_finite(param, f"parameter {name}", position)
         save_checkpoint(
             self.checkpoint_dir, position, self.model, optimizer, scheduler,
-            self.method.state_dict(self.model), log,
+            self.method.state_dict(self.model), log, scaler,
         )
