@@ -129,7 +129,7 @@ def print_llama(llama: dict[str, Any]) -> None:
     print(f"  idle power            {s['idle_w']:.1f} W")
     print(f"  J/sample gross / net  {s['j_per_sample_gross_mean']:.3f} / {s['j_per_sample_net_mean']:.3f}")
     print(f"  CV of J/sample        {s['j_per_sample_cv']:.4f} over {s['repeats']} repeats")
-    print(f"  latency p50 / p99     {s['latency_iter_p50_ms']:.1f} / {s['latency_iter_p99_ms']:.1f} ms per batch")
+    print(f"  latency p50 / p99     {s['batch_latency_p50_ms']:.1f} / {s['batch_latency_tail_ms']:.1f} (p{s['batch_latency_tail_pct']:g}) ms per batch")
     print(f"  CV of latency         {s['latency_cv']:.4f}")
     print(f"  tokens/s, peak power  {s['throughput_tokens_per_s']:.0f}, {s['peak_power_w_max']:.0f} W")
     if s["flags"]:

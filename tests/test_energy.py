@@ -13,6 +13,7 @@ import pytest
 
 from wattpeft.energy import (
     ESTIMATED,
+    SUMMARY_COLUMNS,
     NVML_COUNTER,
     NVML_POWER,
     RAPL,
@@ -24,7 +25,7 @@ from wattpeft.energy import (
     profile_workload,
     trapezoid_energy_j,
 )
-from wattpeft.energy.backends import COUNTER_WRAPPED, UINT64, ZERO_DELTA
+from wattpeft.energy.backends import COUNTER_RESET, COUNTER_WRAPPED, TOO_FEW_COUNTER_UPDATES, ZERO_DELTA
 from wattpeft.energy.device import cpu_model_name, cpu_slug
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,11 @@ class FakeNvmlError(Exception):
 
 
 class FakeNvml(types.ModuleType):
-    """Stand-in for the pynvml module: a scripted energy counter (mJ) and power (mW) tied to a fake clock."""
+    """Stand-in for the pynvml module: a scripted energy counter (mJ) and power (mW) tied to a fake clock.
+
+    With `update_period_s`, the counter only shows the energy drawn so far when the
+    clock crosses a multiple of the period, like the real counter's discrete updates.
+    """
 
     NVMLError = FakeNvmlError
     NVML_TEMPERATURE_GPU = 0
@@ -60,12 +65,19 @@ class FakeNvml(types.ModuleType):
         self.energy_mj = 1_000_000
         self.power_mw = 50_000
         self.shutdowns = 0
+        self.update_period_s: float | None = None
+        self._pending_mj = 0
 
     def advance(self, seconds: float, watts: float) -> None:
         """The GPU draws `watts` for `seconds`: the counter and the clock move together."""
+        before = self.clock.t
         self.clock.t += seconds
-        self.energy_mj += round(watts * seconds * 1000)
+        self._pending_mj += round(watts * seconds * 1000)
         self.power_mw = round(watts * 1000)
+        period = self.update_period_s
+        if period is None or math.floor(self.clock.t / period) > math.floor(before / period):
+            self.energy_mj += self._pending_mj
+            self._pending_mj = 0
 
     def nvmlInit(self):
         if self.init_error:
@@ -159,15 +171,49 @@ def test_begin_end_window_and_overlapping_keys(fake_nvml, clock):
         meter.end_window("inner")
 
 
-def test_counter_wraparound_of_unsigned_64_bit_mj(fake_nvml, clock):
+def test_nvml_counter_going_backwards_is_a_reset_not_a_wrap(fake_nvml, clock):
     meter = gpu_meter(clock)
-    fake_nvml.energy_mj = UINT64 - 1_500  # 1.5 J before the counter wraps
+    fake_nvml.energy_mj = (1 << 64) - 1_500  # near the top of the unsigned 64-bit range
     meter.begin_window("w")
     clock.t += 1.0
-    fake_nvml.energy_mj = 2_500  # 2.5 J after it
+    fake_nvml.energy_mj = 2_500  # lower: the driver was reloaded, the count restarted
     m = meter.end_window("w")
-    assert m.energy_j == 4.0
-    assert m.flags == (COUNTER_WRAPPED,)
+    assert math.isnan(m.energy_j)  # not 4 J from a pretended wrap
+    assert m.flags == (COUNTER_RESET,)
+    assert "reset" in m.reason and "not a wrap" in m.reason
+
+
+def test_reset_inside_a_window_is_caught_by_observe(fake_nvml, clock):
+    meter = gpu_meter(clock)
+    meter.begin_window("w")
+    fake_nvml.advance(1.0, 100.0)
+    meter.observe("w")
+    fake_nvml.energy_mj = 500  # GPU reset: the count restarts ...
+    meter.observe("w")
+    fake_nvml.energy_mj = 5_000_000  # ... and climbs past the opening reading again
+    m = meter.end_window("w")
+    assert math.isnan(m.energy_j) and m.flags == (COUNTER_RESET,)
+
+
+def test_observe_counts_counter_changes(fake_nvml, clock):
+    meter = gpu_meter(clock)
+    meter.begin_window("w")
+    seen = []
+    for _ in range(3):
+        fake_nvml.advance(0.5, 100.0)
+        seen.append(meter.observe("w"))
+        seen.append(meter.observe("w"))  # no change since the last read: not an update
+    clock.t += 0.25  # the closing read sees no further change
+    assert meter.elapsed_s("w") == 1.75
+    m = meter.end_window("w")
+    assert seen == [1, 1, 2, 2, 3, 3]
+    assert (m.counter_updates, m.energy_j, m.duration_s) == (3, 150.0, 1.75)
+    fake_nvml.has_counter = False
+    power_meter = gpu_meter(clock)
+    with power_meter.window("p") as p:
+        assert power_meter.observe("p") is None
+        clock.t += 1.0
+    assert p.counter_updates is None
 
 
 def test_zero_delta_window_is_flagged_not_substituted(fake_nvml, clock):
@@ -306,7 +352,8 @@ def test_rapl_sums_packages_and_unwraps(tmp_path, clock):
         (pkg1 / "energy_uj").write_text("500000\n")  # wrapped at 10 J: +1.5 J
         (tmp_path / "intel-rapl:0:0" / "energy_uj").write_text("999999999\n")
     assert m.energy_j == 4.0
-    assert m.flags == (COUNTER_WRAPPED,)
+    assert m.flags == (COUNTER_WRAPPED,)  # RAPL does wrap: unwrapped, energy kept
+    assert m.counter_updates == 1
     assert math.isnan(m.peak_power_w)  # RAPL has no instantaneous power reading
     assert device_info(meter)["rapl_zones"] == "package-0,package-1"
 
@@ -349,6 +396,8 @@ def test_profile_idle_subtraction_and_cv(fake_nvml, clock):
         repeats=3,
         idle_seconds=2.0,
         cooldown_seconds=1.0,
+        min_window_s=1.0,
+        min_counter_updates=2,  # the fake counter moves on every iteration
         sleep=lambda s: fake_nvml.advance(s, 50.0),  # idle draws 50 W
     )
     s, rows = result.summary, result.rows
@@ -357,15 +406,18 @@ def test_profile_idle_subtraction_and_cv(fake_nvml, clock):
     assert (s["idle_w"], s["idle_s"], s["idle_energy_j"]) == (50.0, 2.0, 100.0)
     # window = 2 iterations x 0.5 s = 1 s, 8 samples, 200 tokens
     assert [r["energy_j"] for r in rows] == [200.0, 300.0, 400.0]
+    assert [(r["window_iters"], r["counter_updates"]) for r in rows] == [(2, 2)] * 3
     assert [r["j_per_sample_gross"] for r in rows] == [25.0, 37.5, 50.0]
     assert [r["j_per_sample_net"] for r in rows] == [18.75, 31.25, 43.75]  # (E - 50 W x 1 s) / 8
     assert [r["j_per_token_net"] for r in rows] == [0.75, 1.25, 1.75]
     assert s["j_per_sample_gross_mean"] == 37.5 and s["j_per_sample_net_mean"] == 31.25
     assert s["j_per_sample_cv"] == pytest.approx(12.5 / 37.5)
     assert s["peak_power_w_max"] == 400.0
-    assert (s["latency_iter_p50_ms"], s["latency_iter_p99_ms"], s["latency_sample_p50_ms"]) == (500.0, 500.0, 125.0)
-    assert s["latency_cv"] == 0.0 and s["latency_iters"] == 6
-    assert (s["throughput_samples_per_s"], s["throughput_tokens_per_s"]) == (8.0, 200.0)
+    assert (s["energy_windows_valid"], s["energy_windows_total"]) == (3, 3)
+    assert (s["batch_latency_p50_ms"], s["batch_latency_n"], s["batch_latency_tail_pct"]) == (500.0, 6, 50.0)
+    assert math.isnan(s["batch_latency_p90_ms"]) and math.isnan(s["batch_latency_p99_ms"])  # 6 passes
+    assert s["latency_cv"] == 0.0
+    assert (s["throughput_samples_per_s"], s["throughput_tokens_per_s"], s["ms_per_sample"]) == (8.0, 200.0, 125.0)
     assert s["temperature_start_c"] == 41.0
 
     frame = result.to_frame()
@@ -389,6 +441,7 @@ def test_profile_flags_mig_and_shared_gpu(monkeypatch, clock, caplog):
         window_iters=1,
         repeats=1,
         idle_seconds=0.0,
+        min_counter_updates=1,
     )
     assert result.summary["flags"] == "mig_enabled;shared_gpu"
     assert "MIG is enabled" in caplog.text
@@ -408,13 +461,15 @@ def test_profile_with_unavailable_meter_keeps_real_latencies(tmp_path):
         window_iters=5,
         repeats=2,
         idle_seconds=0.01,
+        min_window_s=0.0,  # real clock: keep the test fast
     )
     s = result.summary
     assert s["source"] == UNAVAILABLE and "no RAPL" in s["reason"]
     assert math.isnan(s["j_per_sample_gross_mean"]) and math.isnan(s["idle_w"])
-    assert s["energy_windows_ok"] == 0
-    assert 0 < s["latency_iter_p50_ms"] <= s["latency_iter_p99_ms"]
-    assert s["throughput_tokens_per_s"] > 0
+    assert (s["energy_windows_valid"], s["energy_windows_total"]) == (0, 2)
+    assert [r["counter_updates"] for r in result.rows] == [None, None]
+    assert 0 < s["batch_latency_p50_ms"] <= s["batch_latency_tail_ms"] and s["batch_latency_n"] == 10
+    assert s["throughput_tokens_per_s"] > 0 and s["ms_per_sample"] == 1000.0 / s["throughput_samples_per_s"]
 
 
 def test_profile_parquet_round_trip(fake_nvml, clock, tmp_path):
@@ -434,8 +489,119 @@ def test_profile_parquet_round_trip(fake_nvml, clock, tmp_path):
     import pandas as pd
 
     back = pd.read_parquet(path)
+    # defaults: one 1 s iteration per counter update, grown to min_counter_updates=10
+    assert back["window_iters"].tolist() == back["counter_updates"].tolist() == [10, 10]
     assert back["j_per_sample_net"].tolist() == [80.0, 80.0]
     assert back["source"].tolist() == [NVML_COUNTER] * 2
+
+
+# ---------------------------------------------------------------- minimum window rule
+
+REQUIRED_SUMMARY = (
+    "source", "reason", "flags", "idle_w", "energy_windows_valid", "energy_windows_total",
+    "j_per_sample_gross_mean", "j_per_sample_net_mean", "j_per_sample_cv", "peak_power_w_max",
+    "throughput_samples_per_s", "throughput_tokens_per_s", "ms_per_sample", "batch_latency_p50_ms",
+    "batch_latency_p99_ms", "batch_latency_tail_pct", "batch_latency_tail_ms", "batch_latency_n", "latency_cv",
+)  # fmt: skip
+
+
+def quick_profile(run_once, meter, **kwargs):
+    """profile_workload with no warm-up, idle window or cooldown, one sample and one token per iteration."""
+    options = dict(samples_per_iter=1, tokens_per_iter=1, warmup_iters=0, window_iters=1, repeats=2, idle_seconds=0.0)
+    return profile_workload(run_once, meter=meter, **(options | kwargs))
+
+
+@pytest.fixture
+def slow_counter(fake_nvml):
+    """A counter that moves once per second under 0.25 s iterations at 100 W."""
+    fake_nvml.update_period_s = 1.0
+    return lambda: fake_nvml.advance(0.25, 100.0)
+
+
+def test_window_grows_in_whole_iterations_to_min_window_s(tmp_path, clock):
+    meter = make_meter("cpu", allow_estimate=True, tdp_watts=120.0, clock=clock, powercap_root=tmp_path)
+
+    def run_once():
+        clock.t += 0.375
+
+    result = quick_profile(run_once, meter, window_iters=2, min_window_s=1.0)
+    # 2 iterations (0.75 s) are too short; the 3rd whole one takes the window past 1 s.
+    assert [(r["window_iters"], r["window_s"]) for r in result.rows] == [(3, 1.125)] * 2
+    assert [r["counter_updates"] for r in result.rows] == [None, None]  # no counter, time alone
+    assert result.summary["energy_j_mean"] == 120.0 * 1.125
+
+
+def test_window_grows_until_enough_counter_updates(fake_nvml, clock, slow_counter):
+    meter = gpu_meter(clock)
+    result = quick_profile(slow_counter, meter, min_window_s=0.5, min_counter_updates=3)
+    # 0.5 s would do for time, but the counter needs 3 s (12 iterations) to move 3 times.
+    assert [(r["window_iters"], r["counter_updates"], r["window_s"]) for r in result.rows] == [(12, 3, 3.0)] * 2
+    assert [r["energy_j"] for r in result.rows] == [300.0, 300.0]
+    s = result.summary
+    assert (s["energy_windows_valid"], s["energy_windows_total"], s["j_per_sample_gross_mean"]) == (2, 2, 25.0)
+    assert (s["min_window_s"], s["min_counter_updates"], s["max_window_s"]) == (0.5, 3, 60.0)
+
+
+def test_window_capped_at_max_window_s_has_too_few_counter_updates(fake_nvml, clock, slow_counter):
+    fake_nvml.mig, fake_nvml.processes = 1, 2
+    result = quick_profile(slow_counter, gpu_meter(clock), min_window_s=0.5, min_counter_updates=10, max_window_s=2.0)
+    for row in result.rows:
+        assert (row["window_iters"], row["counter_updates"], row["window_s"]) == (8, 2, 2.0)
+        assert math.isnan(row["energy_j"]) and row["window_flags"] == TOO_FEW_COUNTER_UPDATES
+        assert "changed 2 times in 2.00 s" in row["window_reason"]
+    s = result.summary
+    assert (s["energy_windows_valid"], s["energy_windows_total"]) == (0, 2)
+    assert math.isnan(s["energy_j_mean"]) and math.isnan(s["j_per_sample_gross_mean"])
+    assert s["flags"] == "mig_enabled;shared_gpu;too_few_counter_updates"  # sorted, unique
+    assert (s["throughput_samples_per_s"], s["ms_per_sample"]) == (4.0, 250.0)  # timing is still real
+
+
+def test_energy_means_over_valid_windows_only(fake_nvml, clock):
+    calls = {"n": 0}
+
+    def run_once():
+        calls["n"] += 1
+        fake_nvml.advance(1.0, 100.0 * calls["n"])
+        if calls["n"] == 2:
+            fake_nvml.energy_mj = 10  # GPU reset during the second window
+
+    result = quick_profile(run_once, gpu_meter(clock), repeats=3, min_window_s=0.0, min_counter_updates=1)
+    rows, s = result.rows, result.summary
+    assert rows[1]["window_flags"] == COUNTER_RESET and "reset" in rows[1]["window_reason"]
+    assert rows[0]["energy_j"] == 100.0 and math.isnan(rows[1]["energy_j"]) and rows[2]["energy_j"] == 300.0
+    assert (s["energy_windows_valid"], s["energy_windows_total"]) == (2, 3)
+    assert s["energy_j_mean"] == s["j_per_sample_gross_mean"] == 200.0
+    assert s["j_per_sample_cv"] == pytest.approx(coefficient_of_variation([100.0, 300.0]))
+    assert s["flags"] == COUNTER_RESET
+
+
+def test_batch_latency_percentiles_and_ms_per_sample(tmp_path, clock):
+    meter = make_meter("cpu", clock=clock, powercap_root=tmp_path)
+    step = iter(range(1_000))
+
+    def run_once():
+        clock.t += (next(step) % 50 + 1) / 1000.0  # 1 ... 50 ms per batch
+
+    short = quick_profile(run_once, meter, samples_per_iter=4, window_iters=30, min_window_s=0.0).summary
+    assert short["batch_latency_n"] == 60 and short["batch_latency_tail_pct"] == 95.0
+    assert math.isnan(short["batch_latency_p99_ms"])  # p99 of 60 passes would be the maximum
+    long = quick_profile(run_once, meter, samples_per_iter=4, window_iters=60, min_window_s=0.0).summary
+    assert long["batch_latency_n"] == 120 and long["batch_latency_tail_pct"] == 99.0
+    assert long["batch_latency_p50_ms"] == pytest.approx(25.0, abs=1.0)
+    assert long["batch_latency_p99_ms"] == pytest.approx(50.0, abs=0.5)
+    # ms_per_sample is time per sample of a batch, not a latency: total time / total samples
+    assert long["ms_per_sample"] == pytest.approx(1000.0 / long["throughput_samples_per_s"])
+    assert long["ms_per_sample"] == pytest.approx(long["batch_latency_mean_ms"] / 4)
+
+
+def test_summary_columns_have_the_names_the_stage_reads():
+    assert set(REQUIRED_SUMMARY) <= set(SUMMARY_COLUMNS)
+    assert not [c for c in SUMMARY_COLUMNS if c.startswith(("latency_iter", "latency_sample", "energy_windows_ok"))]
+
+
+def test_window_rule_rejects_max_below_min(fake_nvml, clock):
+    with pytest.raises(ValueError, match="max_window_s"):
+        quick_profile(lambda: None, gpu_meter(clock), min_window_s=5.0, max_window_s=1.0)
 
 
 # ---------------------------------------------------------------- device names

@@ -24,7 +24,8 @@ from wattpeft.evaluation import (
 
 WORDS = ["[PAD]", "[UNK]", "</s>", "Summary:"] + [f"w{i}" for i in range(60)]
 PAD_ID, EOS_ID, SUMMARY_ID = 0, 2, 3
-LATENCY_KEYS = {"latency_p50_ms", "latency_p99_ms", "latency_mean_ms", "latency_samples_n"}
+LATENCY_KEYS = {"latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms",
+                "latency_tail_pct", "latency_tail_ms", "latency_samples_n", "latency_distinct_inputs"}
 
 
 # ---------------------------------------------------------------- fixtures
@@ -139,10 +140,23 @@ def test_rouge_rejects_mismatched_lengths():
 
 def test_latency_percentiles_known_list():
     result = latency_percentiles([0.004, 0.001, 0.003, 0.002])
-    # Linear interpolation on sorted [1, 2, 3, 4] ms: p50 at rank 1.5, p99 at rank 2.97.
-    assert result == pytest.approx({"latency_p50_ms": 2.5, "latency_p99_ms": 3.97, "latency_mean_ms": 2.5})
+    # Linear interpolation on sorted [1, 2, 3, 4] ms: p50 at rank 1.5. Four passes support
+    # no tail percentile beyond the median: p90/p95/p99 are NaN, never the sample maximum.
+    assert result["latency_p50_ms"] == pytest.approx(2.5)
+    assert result["latency_mean_ms"] == pytest.approx(2.5)
+    assert all(math.isnan(result[f"latency_p{p}_ms"]) for p in (90, 95, 99))
+    assert (result["latency_n"], result["latency_tail_pct"], result["latency_tail_ms"]) == (4, 50.0, 2.5)
     with pytest.raises(ValueError, match="empty"):
         latency_percentiles([])
+
+
+def test_p99_needs_100_passes_and_smaller_samples_report_what_they_support():
+    twenty = latency_percentiles([i / 1000 for i in range(1, 21)])
+    assert math.isnan(twenty["latency_p99_ms"]) and twenty["latency_tail_pct"] == 95.0
+    assert twenty["latency_p95_ms"] == pytest.approx(19.05)
+    hundred = latency_percentiles([i / 1000 for i in range(1, 101)])
+    assert hundred["latency_p99_ms"] == pytest.approx(99.01) and hundred["latency_tail_pct"] == 99.0
+    assert math.isnan(latency_percentiles([0.001] * 99)["latency_p99_ms"])
 
 
 def test_perplexity():

@@ -1,11 +1,18 @@
 """Energy sources behind the meter: NVML counter, NVML power polling, CPU RAPL, estimate, none.
 
-Each backend answers three questions for a measurement window: what to read at
-its edges (`read`), how many joules lie between two reads (`energy_between`), and
-what the device draws right now (`power_w`, NaN when it cannot say). The meter
-owns the clock, the window book-keeping and the power-polling thread; backends
-only talk to hardware, so a fake `pynvml` module or a fake powercap folder is
-all a test needs.
+Each backend answers three questions for a measurement window: what to read
+(`read`, at the window's edges and, for a cumulative counter, whenever the meter
+observes it), how many joules the readings seen in the window add up to
+(`energy_of`), and what the device draws right now (`power_w`, NaN when it cannot
+say). The meter owns the clock, the window book-keeping and the power-polling
+thread; backends only talk to hardware, so a fake `pynvml` module or a fake
+powercap folder is all a test needs.
+
+A counter going backwards means different things per source: NVML's is an
+unsigned 64-bit count of mJ (2**64 mJ is about 585,000 years at 1 kW), so it never
+wraps in practice and a lower reading is a reset (driver reload, GPU reset):
+the window is discarded (`counter_reset`). A RAPL zone does wrap, at its
+`max_energy_range_uj`, and is unwrapped (`counter_wrapped`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 NAN = float("nan")
-UINT64 = 1 << 64  # NVML's total-energy counter is an unsigned 64-bit count of mJ
 
 # Source labels: every energy number carries exactly one of these.
 NVML_COUNTER = "nvml_counter"
@@ -28,8 +34,10 @@ SOURCES = (NVML_COUNTER, NVML_POWER, RAPL, ESTIMATED, UNAVAILABLE)
 
 # Window flags.
 ZERO_DELTA = "zero_delta"  # counter did not move: window shorter than its update period
-COUNTER_WRAPPED = "counter_wrapped"
+COUNTER_WRAPPED = "counter_wrapped"  # RAPL passed max_energy_range_uj; unwrapped, energy kept
+COUNTER_RESET = "counter_reset"  # NVML counter went backwards (driver reload, GPU reset); energy NaN
 TOO_FEW_POWER_SAMPLES = "too_few_power_samples"
+TOO_FEW_COUNTER_UPDATES = "too_few_counter_updates"  # set by the profiler's minimum-window rule
 
 EnergyResult = tuple[float, tuple[str, ...], "str | None"]  # joules, flags, reason
 
@@ -47,11 +55,13 @@ class Backend:
     source = UNAVAILABLE
     reason: str | None = None
     has_power = False
+    has_counter = False  # a cumulative energy counter whose changes the meter can count
 
     def read(self) -> Any:
         return None
 
-    def energy_between(self, start: Any, end: Any, duration_s: float, power_samples) -> EnergyResult:
+    def energy_of(self, readings: Sequence[Any], duration_s: float, power_samples) -> EnergyResult:
+        """Joules over a window, from its distinct consecutive readings (the opening read first)."""
         return NAN, (), self.reason
 
     def power_w(self) -> float:
@@ -83,7 +93,7 @@ class EstimatedBackend(Backend):
         self.tdp_watts = float(tdp_watts)
         self.reason = f"estimate: {self.tdp_watts:g} W (TDP) x wall time; no counter ({why_no_counter})"
 
-    def energy_between(self, start, end, duration_s, power_samples) -> EnergyResult:
+    def energy_of(self, readings, duration_s, power_samples) -> EnergyResult:
         return self.tdp_watts * duration_s, (), self.reason
 
     def info(self) -> dict[str, Any]:
@@ -145,22 +155,28 @@ class NvmlCounterBackend(_NvmlDevice):
     """nvmlDeviceGetTotalEnergyConsumption: mJ since driver load (Volta and newer)."""
 
     source = NVML_COUNTER
+    has_counter = True
 
     def read(self) -> int:
         return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
 
-    def energy_between(self, start: int, end: int, duration_s, power_samples) -> EnergyResult:
-        flags: tuple[str, ...] = ()
-        if end < start:  # a decreasing unsigned counter has wrapped past 2**64 mJ
-            flags = (COUNTER_WRAPPED,)
-        delta_mj = (end - start) % UINT64
+    def energy_of(self, readings: Sequence[int], duration_s, power_samples) -> EnergyResult:
+        # Any backward step, even one the closing read has climbed past again, spoils the window.
+        for before, after in zip(readings, readings[1:]):
+            if after < before:
+                reason = (
+                    f"energy counter went back from {before} to {after} mJ within the window: a reset "
+                    "(driver reload or GPU reset), not a wrap; the window's energy is unknown"
+                )
+                return NAN, (COUNTER_RESET,), reason
+        delta_mj = readings[-1] - readings[0]
         if delta_mj == 0:
             reason = (
                 f"energy counter did not advance over {duration_s:.4f} s: the window is shorter "
-                "than the counter's update period; lengthen it (more iterations per window)"
+                "than the counter's update period; lengthen it"
             )
             return NAN, (ZERO_DELTA,), reason
-        return delta_mj / 1000.0, flags, None
+        return delta_mj / 1000.0, (), None
 
 
 class NvmlPowerBackend(_NvmlDevice):
@@ -168,7 +184,7 @@ class NvmlPowerBackend(_NvmlDevice):
 
     source = NVML_POWER
 
-    def energy_between(self, start, end, duration_s, power_samples) -> EnergyResult:
+    def energy_of(self, readings, duration_s, power_samples) -> EnergyResult:
         if len(power_samples) < 2:
             reason = f"only {len(power_samples)} power sample(s) in a {duration_s:.4f} s window"
             return NAN, (TOO_FEW_POWER_SAMPLES,), reason
@@ -265,6 +281,7 @@ class RaplBackend(Backend):
     """Sum of the CPU package zones' energy_uj counters, each unwrapped at max_energy_range_uj."""
 
     source = RAPL
+    has_counter = True
 
     def __init__(self, zones: list[Path]):
         self.zones = zones
@@ -274,13 +291,15 @@ class RaplBackend(Backend):
     def read(self) -> tuple[int, ...]:
         return tuple(int(_read_text(z / "energy_uj")) for z in self.zones)
 
-    def energy_between(self, start, end, duration_s, power_samples) -> EnergyResult:
+    def energy_of(self, readings, duration_s, power_samples) -> EnergyResult:
+        # Unwrapped step by step, so a window observed often enough survives several wraps.
         total_uj, flags = 0, ()
-        for s, e, max_range in zip(start, end, self.max_range_uj):
-            if e < s:  # the zone's counter passed max_energy_range_uj and restarted at 0
-                e += max_range
-                flags = (COUNTER_WRAPPED,)
-            total_uj += e - s
+        for start, end in zip(readings, readings[1:]):
+            for s, e, max_range in zip(start, end, self.max_range_uj):
+                if e < s:  # the zone's counter passed max_energy_range_uj and restarted at 0
+                    e += max_range
+                    flags = (COUNTER_WRAPPED,)
+                total_uj += e - s
         if total_uj == 0:
             return NAN, (ZERO_DELTA,), f"RAPL counters did not advance over {duration_s:.4f} s"
         return total_uj / 1e6, flags, None

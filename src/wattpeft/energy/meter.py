@@ -5,20 +5,27 @@ idea (two reads of NVML's cumulative energy counter; power polling on GPUs that
 lack it; RAPL for the CPU), but we need things Zeus does not give us: a source
 label on every number (`nvml_counter`, `nvml_power`, `rapl`, `estimated`,
 `unavailable`) with the reason when there is none; idle-power subtraction
-(profiler.py); explicit handling of counter wrap-around; flagging, rather than
-silently replacing with power x time, windows too short for the counter to move;
-never a TDP guess unless asked for; and a seam small enough to fake in tests
-(a stand-in `pynvml` module, a temporary powercap folder, an injected clock).
-It also costs one dependency (nvidia-ml-py) instead of Zeus and its own.
+(profiler.py); a count of counter updates per window; an NVML counter that goes
+backwards treated as a reset (window discarded), RAPL's as a wrap (unwrapped);
+flagging, rather than silently replacing with power x time, windows too short
+for the counter to move; never a TDP guess unless asked for; and a seam small
+enough to fake in tests (a stand-in `pynvml` module, a temporary powercap
+folder, an injected clock). It also costs one dependency (nvidia-ml-py) instead
+of Zeus and its own.
 
     meter = make_meter("cuda")            # or "cpu", or "auto"
     with meter.window("forward") as m:
-        run_many_iterations()
-    m.energy_j, m.duration_s, m.source, m.reason, m.flags, m.peak_power_w
+        for _ in range(n):
+            run_one_iteration()
+            meter.observe("forward")      # optional: counts counter updates
+    m.energy_j, m.duration_s, m.source, m.reason, m.flags, m.peak_power_w, m.counter_updates
 
-Long windows matter: the NVML counter advances in discrete steps, so a window
-should span many of them; one that reads zero is flagged `zero_delta` and its
-energy is NaN (never replaced by power x time).
+Long windows matter: the counters advance in discrete steps, so a window should
+span many of them (the profiler grows each window until it does; see
+profiler.py). `observe(key)` reads the counter inside an open window and counts
+how often the reading changed (`Measurement.counter_updates`; None for sources
+without a counter). A window whose counter did not move is flagged `zero_delta`
+and its energy is NaN (never replaced by power x time).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class Measurement:
     peak_power_w: float = NAN
     power_samples: int = 0
     flags: tuple[str, ...] = ()
+    counter_updates: int | None = None  # changes of the counter reading seen; None: no counter
 
     @property
     def mean_power_w(self) -> float:
@@ -124,7 +132,15 @@ class PowerPoller:
 @dataclass
 class _OpenWindow:
     t0: float
-    reading: Any
+    readings: list[Any]  # distinct consecutive readings, the opening one first
+
+    def see(self, reading: Any) -> None:
+        if reading != self.readings[-1]:
+            self.readings.append(reading)
+
+    @property
+    def updates(self) -> int:
+        return len(self.readings) - 1
 
 
 class EnergyMeter:
@@ -170,26 +186,43 @@ class EnergyMeter:
             raise ValueError(f"window {key!r} is already open")
         self.synchronize()
         t0 = self.clock()
-        self._open[key] = _OpenWindow(t0, self.backend.read())
+        self._open[key] = _OpenWindow(t0, [self.backend.read()])
         if self._poller is not None:
             self._poller.sample_once()
             self._poller.start()
 
+    def observe(self, key: str) -> int | None:
+        """Read the counter inside open window `key`; how many times it has changed so far.
+
+        None when the source has no cumulative counter. Observing after every
+        iteration tells the profiler when a window spans enough counter updates, and
+        catches an NVML reset that the closing read alone would miss.
+        """
+        window = self._window(key)
+        if not self.backend.has_counter:
+            return None
+        window.see(self.backend.read())
+        return window.updates
+
+    def elapsed_s(self, key: str) -> float:
+        """Seconds since open window `key` began."""
+        return self.clock() - self._window(key).t0
+
     def end_window(self, key: str) -> Measurement:
-        if key not in self._open:
-            raise KeyError(f"window {key!r} was never begun")
+        self._window(key)  # KeyError before any read if the window was never begun
         self.synchronize()
         if self._poller is not None:
             self._poller.sample_once()
         reading = self.backend.read()
         t1 = self.clock()
         window = self._open.pop(key)
+        window.see(reading)
         samples = self._poller.between(window.t0, t1) if self._poller is not None else []
         if not self._open and self._poller is not None:
             self._poller.stop()
             self._poller.clear()
         duration = t1 - window.t0
-        energy, flags, reason = self.backend.energy_between(window.reading, reading, duration, samples)
+        energy, flags, reason = self.backend.energy_of(window.readings, duration, samples)
         return Measurement(
             key=key,
             energy_j=energy,
@@ -199,7 +232,13 @@ class EnergyMeter:
             peak_power_w=max((w for _, w in samples), default=NAN),
             power_samples=len(samples),
             flags=flags,
+            counter_updates=window.updates if self.backend.has_counter else None,
         )
+
+    def _window(self, key: str) -> _OpenWindow:
+        if key not in self._open:
+            raise KeyError(f"window {key!r} was never begun")
+        return self._open[key]
 
     @contextlib.contextmanager
     def window(self, key: str) -> Iterator[Measurement]:

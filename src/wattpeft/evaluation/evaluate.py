@@ -326,19 +326,21 @@ def _clean_summary(tokenizer, tokens: list[int], eos_ids: list[int]) -> str:
 
 
 def _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_new_tokens, runner) -> dict:
-    """Per-sample latency at batch size 1 on the first rows, after warm-up calls."""
-    n_samples = min(latency_samples, len(rows))
-    if n_samples == 0:
+    """Per-sample latency at batch size 1: `latency_samples` timed passes after warm-up calls,
+    cycling over the first rows when there are fewer rows than passes. Percentiles the
+    number of passes cannot support are null (p99 needs 100; see utils/latency.py)."""
+    if latency_samples == 0:
         return {"latency_samples_n": 0}
     column = "prompt_ids" if task == "summarisation" else "input_ids"
-    samples = _id_lists(rows[column].iloc[:n_samples], column)
+    samples = _id_lists(rows[column].iloc[:latency_samples], column)
     inputs = [_pad([sample], pad_id, "right", runner.device) for sample in samples]
+    passes = [inputs[i % len(inputs)] for i in range(latency_samples)]
     call = _latency_call(model, tokenizer, task, pad_id, max_new_tokens, runner)
     for warmup in range(WARMUP_CALLS):
-        call(*inputs[warmup % n_samples])
+        call(*inputs[warmup % len(inputs)])
     seconds, new_tokens = [], []
-    with runner.bar(n_samples, "latency") as bar:
-        for input_ids, attention_mask in inputs:
+    with runner.bar(latency_samples, "latency") as bar:
+        for input_ids, attention_mask in passes:
             runner.synchronize()
             start = time.perf_counter()
             new_tokens.append(call(input_ids, attention_mask))
@@ -346,7 +348,8 @@ def _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_
             seconds.append(time.perf_counter() - start)
             bar.update(1)
     metrics = latency_percentiles(seconds)
-    metrics["latency_samples_n"] = n_samples
+    metrics["latency_samples_n"] = metrics.pop("latency_n")
+    metrics["latency_distinct_inputs"] = len(inputs)
     if task == "summarisation":
         # Whole generate calls (prefill included) divided by the tokens they produced.
         metrics["latency_per_token_ms"] = 1000.0 * sum(seconds) / max(sum(new_tokens), 1)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from ..utils.latency import latency_percentiles  # noqa: F401  (re-exported: one definition)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -70,20 +71,6 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         for rouge_type in ROUGE_TYPES:
             totals[rouge_type] += scores[rouge_type].fmeasure
     return {rouge_type: total / len(predictions) for rouge_type, total in totals.items()}
-
-
-def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p99 (linear interpolation) and mean of per-sample latencies, in milliseconds."""
-    if len(seconds) == 0:
-        raise ValueError("seconds is empty: no latency samples were timed")
-    values_ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    if not np.all(np.isfinite(values_ms)) or np.any(values_ms < 0):
-        raise ValueError("latencies must be finite and non-negative")
-    return {
-        "latency_p50_ms": float(np.percentile(values_ms, 50, method="linear")),
-        "latency_p99_ms": float(np.percentile(values_ms, 99, method="linear")),
-        "latency_mean_ms": float(values_ms.mean()),
-    }
 
 
 def perplexity(mean_nll: float) -> float:
