@@ -6,6 +6,6 @@ from wattpeft.stages.logging import logged
 with logged(snakemake):
     inp, out = snakemake.input, snakemake.output
     run_evaluate(
-        inp.config, inp.summary, inp.export, inp.data, inp.profile,
+        snakemake.params.run_cfg, inp.config, inp.summary, inp.export, inp.data, inp.profile,
         out.metrics, out.predictions, threads=snakemake.threads,
     )

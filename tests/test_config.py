@@ -1,6 +1,7 @@
 """Config validation: a bad config names its field and fails fast; run ids and merging."""
 
 import copy
+import shutil
 import subprocess
 import sys
 import time
@@ -55,6 +56,83 @@ def test_default_config_is_valid():
 def test_bad_config_names_the_field(raw, mutate, field):
     mutate(raw)
     assert field in _error(raw)
+
+
+def _set(path: str, value):
+    """A mutation that sets config field `path` (dots between keys) to `value`."""
+
+    def mutate(cfg):
+        *parents, last = path.split(".")
+        node = cfg
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return mutate
+
+
+SPACE = "optuna.search_space.learning_rate"
+# Values that the schema accepts but that would fail inside a job (or, worse, silently do
+# something else): each must stop validation, naming its field.
+LATE_FAILURES = [
+    (_set(SPACE, {"type": "loguniform", "low": 1e-3, "high": 1e-4}), SPACE),
+    (_set(SPACE, {"type": "loguniform", "low": 0.0, "high": 1e-3}), SPACE + ".low"),
+    (_set(SPACE, {"type": "uniform", "low": 0.1}), SPACE),
+    (_set(SPACE, {"type": "categorical"}), SPACE + ".choices"),
+    (_set("optuna.search_space.epochs", {"type": "int", "low": 1.5, "high": 3}), "optuna.search_space.epochs"),
+    (_set("optuna.search_space.learning_rat", {"type": "uniform", "low": 0.1, "high": 0.2}), "learning_rat"),
+    (_set("families.sentiment.methods.adalora.optuna", {"search_space": {"alpha": {"type": "categorical", "choices": [8]},
+                                                                        "init_rnk_ratio": {"type": "categorical", "choices": [2]}}}),
+     "families.sentiment.methods.adalora.optuna.search_space.init_rnk_ratio"),
+    (_set("methods.lora.alhpa", 16), "alhpa"),
+    (_set("methods.lora.dropout", 1.5), "dropout"),
+    (_set("methods.adalora.target_rank_ratio", 0.5), "target_rank_ratio"),
+    (_set("families.sentiment.methods.lora", {"role": "baseline", "rank": "eight"}), "rank"),
+    (_set("families.sentiment.primary_metric", {"name": "rougeL", "direction": "maximize"}), "families.sentiment.primary_metric.name"),
+    (_set("families.summarisation.primary_metric", {"name": "accuracy", "direction": "maximize"}), "families.summarisation.primary_metric.name"),
+    (_set("families.sentiment.primary_metric", {"name": "acuracy", "direction": "maximize"}), "families.sentiment.primary_metric.name"),
+    (_set("datasets.rt_sentiment", {"source": "local", "path": "data/missing.csv", "format": "csv",
+                                     "task": "classification", "columns": {"text": "t", "label": "l"}}), "datasets.rt_sentiment.path"),
+    (_set("models.minilm", {"source": "local", "path": "no/such/model"}), "models.minilm.path"),
+    (_set("models.minilm", {"source": "asset", "asset": "bert-large"}), "models.minilm.asset"),
+    (_set("models.minilm", {"source": "asset", "asset": "aclsum"}), "models.minilm.asset"),
+    (_set("datasets.aclsum.asset", "smollm2-135m"), "datasets.aclsum.asset"),
+    (_set("models.minilm", {"source": "tiny", "arch": "bert", "hidden_size": 30, "num_heads": 4}), "models.minilm.num_heads"),
+    (_set("datasets.rt_sentiment.split_ratios", [0.5, 0.3, 0.3]), "datasets.rt_sentiment.split_ratios"),
+    (_set("optuna.seed", 1), "optuna.seed"),
+    (_set("profiling.max_window_s", 0.5), "profiling.max_window_s"),
+    (_set("profiling.tdp_watts", 300), "profiling.tdp_watts"),
+    (_set("methods.magic", {}), "methods.magic"),
+]
+
+
+@pytest.mark.parametrize("mutate, field", LATE_FAILURES)
+def test_values_that_would_fail_in_a_job_fail_at_validation(raw, mutate, field):
+    mutate(raw)
+    assert field in _error(raw)
+
+
+def test_every_problem_is_listed_at_once(raw):
+    raw["methods"]["lora"]["alhpa"] = 16
+    raw["optuna"]["search_space"]["learning_rate"]["low"] = 1.0
+    message = _error(raw)
+    assert "alhpa" in message and "optuna.search_space.learning_rate" in message
+
+
+def test_each_stage_reads_only_its_view_so_evaluation_and_roles_retrain_nothing(raw):
+    from wattpeft.config import config_view
+
+    def views(cfg):
+        run = resolve_run_config(validate_config(copy.deepcopy(cfg)), "sentiment--lora--b0.5--s0")
+        return {view: config_view(run, view) for view in ("train", "search", "evaluate", "log")}
+
+    before = views(raw)
+    raw["evaluation"]["latency_samples"] = 7
+    raw["wandb"]["project"] = "elsewhere"
+    raw["families"]["sentiment"]["methods"]["lora"]["role"] = "proposed"
+    after = views(raw)
+    assert after["train"] == before["train"] and after["search"] == before["search"]
+    assert after["evaluate"] != before["evaluate"] and after["log"] != before["log"]
 
 
 def test_resources_stay_out_of_the_schema():
@@ -150,3 +228,27 @@ def test_config_overrides_apply_on_top_of_the_default(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rule finetune" in proc.stdout + proc.stderr
+
+
+def test_parsing_the_workflow_imports_neither_torch_nor_matplotlib():
+    """Snakemake parses through these modules: a dry run must not pay for torch (about 1.2 s)."""
+    code = ("import sys, yaml; from wattpeft.config import validate_config; from wattpeft import codehash; "
+            "from wattpeft.report.kinds import FIGURE_KINDS; from wattpeft.methods import METHODS; "
+            f"validate_config(yaml.safe_load(open({str(ROOT / 'config.yaml')!r}))); "
+            f"codehash.code_version({str(ROOT / 'scripts/finetune.py')!r}); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'transformers', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_a_profiling_device_name_of_ones_choosing_names_the_profiles(tmp_path):
+    """profiling.device may be any name; `auto` is resolved by each job, not at parse time."""
+    shutil.copytree(ROOT / ".test", tmp_path / ".test")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", ".test/config.yaml",
+         "--config", "profiling={'device': 'lab-a100-node3'}", "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "results/profiles/lab-a100-node3/sentiment--lora--b5--s0.parquet" in proc.stdout + proc.stderr

@@ -60,7 +60,7 @@ def classification_metrics(accuracy: float, energy: float | None) -> dict:
         "accuracy": accuracy, "mcc": 2 * accuracy - 1, "macro_f1": accuracy - 0.01,
         "latency_p50_ms": 3.0, "latency_p99_ms": 4.0,
         "energy_j_per_sample": energy, "energy_j_per_sample_net": None if energy is None else energy / 2,
-        "train_time_s": 40.0, "trainable_params": 110592, "trainable_share_pct": 0.49, "eval_loss": 0.45,
+        "train_time_s": 40.0, "trainable_params": 110592, "achieved_budget_pct": 0.49, "eval_loss": 0.45,
     }
 
 
@@ -403,3 +403,14 @@ def test_markdown_results_table_shows_se_and_unavailable(written):
     assert f"{stats['mean']:.3f} ± {stats['se']:.3f}" in table
     assert "| summ | lora (baseline) | 0.1 | 1 | " in table  # n = 1: a mean without ± se
     assert "unavailable" in table
+
+
+def test_a_counter_with_no_valid_window_is_never_called_no_counter():
+    from wattpeft.report.figures import _table_cell, missing_energy_text
+
+    assert missing_energy_text("unavailable", []) == "unavailable (no counter)"
+    assert missing_energy_text("nvml_counter", ["zero_delta"]) == "no valid window (zero_delta)"
+    family = {"summary": {"energy_j_per_sample": {"g": {"mean": None, "se": None, "n": 3,
+              "energy_source": "nvml_counter", "energy_flags": ["counter_reset"]}}}}
+    cell = _table_cell(family, "energy_j_per_sample", "g")
+    assert "no counter" not in cell and "counter_reset" in cell

@@ -41,3 +41,17 @@ def test_offline_mode_replays_the_log(monkeypatch):
     assert calls["init"]["mode"] == "offline" and calls["init"]["name"] == RUN["run_id"]
     assert calls["log"] == [(5, {"train/epoch": 0, "train/loss": 0.7}), (10, {"validation/epoch": 0, "validation/accuracy": 0.8})]
     assert calls["summary"] == {"train_time_s": 3.5} and calls["finished"]
+
+
+def test_the_mirror_rule_writes_a_receipt_from_the_local_files(tmp_path, monkeypatch):
+    import json
+
+    from wattpeft.stages.finetune import run_wandb_mirror
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in LOG))
+    (tmp_path / "summary.json").write_text('{"train_time_s": 1.0}')
+    receipt = run_wandb_mirror({**RUN, "wandb": {"mode": "disabled"}}, log, tmp_path / "summary.json", tmp_path / "r.json")
+    assert receipt == {"run_id": RUN["run_id"], "mirrored": False, "wandb": {"mode": "disabled"}, "records": 2}
+    assert json.loads((tmp_path / "r.json").read_text()) == receipt

@@ -33,12 +33,17 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 50,
         "log_every": 10,
     },
-    "optuna": {"n_trials": 0, "search_space": {}},
-    "evaluation": {"latency_samples": 32, "max_new_tokens": 40, "batch_size": 32},
+    # The search trains with a seed of its own, so no final run replays the best trial.
+    "optuna": {"n_trials": 0, "search_space": {}, "seed": 1000},
+    # 100 timed passes: the fewest for which a p99 is more than the sample maximum.
+    "evaluation": {"latency_samples": 100, "max_new_tokens": 40, "batch_size": 32},
     "profiling": {
         "device": "auto",
         "warmup_iters": 3,
         "window_iters": 10,
+        "min_window_s": 1.0,
+        "min_counter_updates": 10,
+        "max_window_s": 60.0,
         "repeats": 3,
         "idle_seconds": 1.0,
         "energy_estimate": False,
@@ -52,6 +57,17 @@ DEFAULTS: dict[str, Any] = {
 TRAINING_KEYS = set(DEFAULTS["training"]) | {"max_steps"}
 TRIAL_MAX_BATCHES = 2
 RUN_ID_SEP = "--"
+
+# What each stage reads of a resolved run config: its cache key holds exactly this, so
+# changing evaluation or logging settings retrains nothing (see `config_view`).
+TRAIN_KEYS = ("run_id", "group_id", "family", "method", "method_params", "budget", "seed", "mode",
+              "model", "dataset", "training")
+VIEWS = {
+    "train": TRAIN_KEYS,
+    "search": TRAIN_KEYS + ("optuna", "primary_metric"),
+    "evaluate": ("run_id", "role", "evaluation"),
+    "log": ("run_id", "group_id", "wandb"),
+}
 
 
 def canonical(obj: Any) -> Any:
@@ -77,8 +93,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(raw, source=str(path))
 
 
-def validate_config(raw: Any, source: str = "config") -> dict[str, Any]:
-    """Schema check, then cross-references; returns the config with defaults filled in."""
+def validate_config(raw: Any, source: str = "config", base_dir: str | Path | None = None) -> dict[str, Any]:
+    """Schema check, then every check that would otherwise fail inside a job (see
+    `checks.py`); returns the config with defaults filled in. Relative paths of local
+    files are checked against `base_dir` (default: the working directory)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
@@ -90,6 +108,9 @@ def validate_config(raw: Any, source: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines))
     cfg = with_defaults(raw)
     check_references(cfg, source)
+    from .checks import check_semantics
+
+    check_semantics(cfg, source, Path(base_dir) if base_dir is not None else Path.cwd())
     return cfg
 
 
@@ -113,6 +134,9 @@ def with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
 
 def check_references(cfg: dict[str, Any], source: str = "config") -> None:
     known = set(method_names())
+    for method in cfg["methods"]:
+        if method not in known:
+            raise ConfigError(f"{source}: methods.{method}: unknown method; known: {sorted(known)}")
     for fam_name, fam in cfg["families"].items():
         where = f"{source}: families.{fam_name}"
         if fam["model"] not in cfg["models"]:
@@ -173,7 +197,10 @@ def group_ids(cfg: dict[str, Any]) -> list[str]:
 
 
 def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Everything one run needs, merged global <- family <- method, with `mode` applied."""
+    """Everything one run needs, merged global <- family <- method, with `mode` applied.
+
+    `config_hash` covers what training reads (VIEWS["train"]) and nothing else.
+    """
     key = parse_run_id(run_id)
     if key.family not in cfg["families"]:
         raise ConfigError(f"run {run_id}: unknown family {key.family!r}")
@@ -188,15 +215,13 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
         training.update(epochs=1, max_batches_per_epoch=TRIAL_MAX_BATCHES)
         optuna["n_trials"] = 0
         wandb["mode"] = "disabled"
-    method_params = {**cfg["methods"].get(key.method, {})}
-    method_params.update({k: v for k, v in method_entry.items() if k not in ("role", "optuna")})
     resolved = {
         "run_id": run_id,
         "group_id": key.group_id,
         "family": key.family,
         "method": key.method,
         "role": method_entry["role"],
-        "method_params": method_params,
+        "method_params": method_params(cfg, key.family, key.method),
         "budget": key.budget,
         "seed": key.seed,
         "mode": cfg["mode"],
@@ -205,11 +230,24 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
         "primary_metric": fam["primary_metric"],
         "training": training,
         "optuna": optuna,
-        "evaluation": dict(cfg["evaluation"]),
+        "evaluation": {**cfg["evaluation"], **fam.get("evaluation", {})},
         "wandb": wandb,
     }
-    resolved["config_hash"] = stable_hash(resolved)
+    resolved["config_hash"] = stable_hash({k: resolved[k] for k in TRAIN_KEYS})
     return canonical(resolved)
+
+
+def method_params(cfg: dict[str, Any], family: str, method: str) -> dict[str, Any]:
+    """A method's parameters in a family: the global defaults, then the family's entry."""
+    entry = cfg["families"][family]["methods"][method]
+    params = dict(cfg["methods"].get(method, {}))
+    params.update({k: v for k, v in entry.items() if k not in ("role", "optuna")})
+    return params
+
+
+def config_view(run_cfg: dict[str, Any], view: str) -> dict[str, Any]:
+    """The part of a resolved run config that one stage reads (VIEWS), plus its config_hash."""
+    return canonical({k: run_cfg[k] for k in VIEWS[view]} | {"config_hash": run_cfg["config_hash"]})
 
 
 def apply_params(run_cfg: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -219,5 +257,5 @@ def apply_params(run_cfg: dict[str, Any], params: dict[str, Any]) -> dict[str, A
         target = out["training"] if name in TRAINING_KEYS else out["method_params"]
         target[name] = value
     out["tuned_params"] = dict(params)
-    out["config_hash"] = stable_hash({k: v for k, v in out.items() if k != "config_hash"})
+    out["config_hash"] = stable_hash({k: out[k] for k in (*TRAIN_KEYS, "tuned_params")})
     return out

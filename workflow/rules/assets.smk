@@ -12,7 +12,7 @@ rule model_asset:
         "../../envs/wattpeft.yaml"
     params:
         spec=model_spec,
-        code=code_version("assets.py", "assets_registry.json"),
+        code=code_version("model_asset", "assets_registry.json"),
     script:
         "../../scripts/model_asset.py"
 
@@ -27,6 +27,6 @@ rule dataset_asset:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        code=code_version("assets.py", "assets_registry.json"),
+        code=code_version("dataset_asset", "assets_registry.json"),
     script:
         "../../scripts/dataset_asset.py"

@@ -1,49 +1,47 @@
 # Helpers shared by all rules: the validated config, the run matrix, paths and code versions.
-import hashlib
+# Parsing imports no torch: a no-op dry run must stay fast (bench/dry_run_time.py).
 from pathlib import Path
 
+from wattpeft import codehash
 from wattpeft.config import (
     canonical,
-    group_ids,
+    config_view,
     iter_runs,
     parse_run_id,
     resolve_run_config,
     validate_config,
 )
-from wattpeft.energy.device import device_slug
+from wattpeft.methods import METHODS
+from wattpeft.report.kinds import FIGURE_KINDS
 
 # Snakemake's own validate() prints the whole schema and only the first error; wattpeft's
 # validator checks the same schema (workflow/schemas/config.schema.yaml), names every bad
-# field, checks cross-references (a family's model and dataset exist) and fills defaults.
+# field, and checks what would otherwise fail inside a job (wattpeft/checks.py).
 CFG = validate_config(config, source="config")
-PKG = Path(workflow.basedir) / "src" / "wattpeft"
-DEVICE = device_slug(CFG["profiling"]["device"])
+SCRIPTS = Path(workflow.basedir) / "scripts"
+# The profiling device's name as configured ("auto" or a name the user chose). "auto" is
+# resolved by each profiling job on the machine that runs it, and the profile records the
+# device it found: a login node without a GPU never names a GPU node's profile.
+PROFILE_DEVICE = CFG["profiling"]["device"]
 
 
 wildcard_constraints:
     run=r"[a-z][a-z0-9_]*--[a-z0-9_]+--b[0-9.]+--s[0-9]+",
     group=r"[a-z][a-z0-9_]*--[a-z0-9_]+--b[0-9.]+",
     family=r"[a-z][a-z0-9_]*",
+    device=r"[a-z0-9][a-z0-9._-]*",
     model=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
 
 
-def code_version(*parts):
-    """Hash of the library files a stage runs: editing them reruns that stage (a param)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        path = PKG / part
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            digest.update(f.relative_to(PKG).as_posix().encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
+def code_version(script, *data_files):
+    """Hash of every wattpeft module that scripts/<script>.py imports (found from its
+    imports, see wattpeft/codehash.py) plus data files it reads: editing them reruns it."""
+    return codehash.code_version(SCRIPTS / f"{script}.py", *data_files)
 
 
 def method_code(method):
-    return code_version(
-        "methods/base.py", "methods/peft_backed.py", f"methods/{method}"
-    )
+    return codehash.module_version(f"{METHODS[method]}.model")
 
 
 def group_method_code(wildcards):
@@ -72,15 +70,20 @@ def family_of_run(wildcards):
     return parse_run_id(wildcards.run).family
 
 
-def run_config(wildcards):
-    return resolve_run_config(CFG, wildcards.run)
+def run_view(view):
+    """A params function: the part of the run's config that one stage reads (config.VIEWS)."""
+
+    def params(wildcards):
+        return config_view(resolve_run_config(CFG, wildcards.run), view)
+
+    return params
 
 
 def search_config(wildcards):
-    """The group's search runs with its family's first seed."""
+    """The group's search config; trials train with the search's own seed (optuna.seed)."""
     family = wildcards.group.split("--")[0]
     seed = CFG["families"][family]["seeds"][0]
-    return resolve_run_config(CFG, f"{wildcards.group}--s{seed}")
+    return config_view(resolve_run_config(CFG, f"{wildcards.group}--s{seed}"), "search")
 
 
 def best_params_of_run(wildcards):
@@ -130,17 +133,19 @@ def family_config(wildcards):
     return canonical(CFG["families"][wildcards.family])
 
 
-def figure_kinds():
-    from wattpeft.report.figures import FIGURES
-
-    return sorted(FIGURES)
+def wandb_targets(family):
+    """W&B mirrors, only when asked for (mode full and wandb.mode not disabled)."""
+    if CFG["mode"] != "full" or CFG["wandb"]["mode"] == "disabled":
+        return []
+    return [f"results/runs/{run}/wandb_mirror.json" for run in runs_of(family)]
 
 
 def family_targets(family):
     return (
         [f"results/comparison/{family}/aggregated_metrics.json"]
-        + [f"results/comparison/{family}/{kind}.png" for kind in figure_kinds()]
+        + [f"results/comparison/{family}/{kind}.png" for kind in FIGURE_KINDS]
         + [f"results/runs/{run}/learning_curve.png" for run in runs_of(family)]
+        + wandb_targets(family)
     )
 
 

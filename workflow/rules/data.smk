@@ -15,6 +15,6 @@ rule tokenise:
         "../../envs/wattpeft.yaml"
     params:
         spec=dataset_spec,
-        code=code_version("data", "models.py"),
+        code=code_version("tokenise", "assets_registry.json"),
     script:
         "../../scripts/tokenise.py"

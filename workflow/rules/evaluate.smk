@@ -7,7 +7,7 @@ rule evaluate:
         export="results/exports/{run}",
         config="results/runs/{run}/config.json",
         summary="results/runs/{run}/train_summary.json",
-        profile=f"results/profiles/{DEVICE}/{{run}}.parquet",
+        profile=f"results/profiles/{PROFILE_DEVICE}/{{run}}.parquet",
     output:
         metrics="results/runs/{run}/metrics.json",
         predictions="results/runs/{run}/predictions.json",
@@ -18,6 +18,7 @@ rule evaluate:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        code=code_version("evaluation", "stages/evaluate.py"),
+        run_cfg=run_view("evaluate"),
+        code=code_version("evaluate"),
     script:
         "../../scripts/evaluate.py"

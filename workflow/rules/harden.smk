@@ -15,7 +15,7 @@ rule harden:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        code=code_version("models.py", "stages/harden.py"),
+        code=code_version("harden"),
         method_code=run_method_code,
     script:
         "../../scripts/harden.py"

@@ -1,5 +1,7 @@
-# Stage 5, profiling: energy and latency of each export on this device, in measurement
-# windows (see docs/energy.md). Energy is NaN with source 'unavailable' where no counter exists.
+# Stage 5, profiling: energy and latency of each export on the device that runs the job, in
+# measurement windows (see docs/energy.md). Energy is NaN with source 'unavailable' where no
+# counter exists. {device} is profiling.device as configured; with "auto" each job names the
+# device it found inside the profile. Measuring jobs run alone (the `measure` resource).
 
 
 rule profile:
@@ -16,6 +18,6 @@ rule profile:
         "../../envs/wattpeft.yaml"
     params:
         profiling=canonical(CFG["profiling"]),
-        code=code_version("energy", "stages/profile.py"),
+        code=code_version("profile"),
     script:
         "../../scripts/profile.py"

@@ -17,7 +17,7 @@ rule aggregate_family:
         "../../envs/wattpeft.yaml"
     params:
         family_cfg=family_config,
-        code=code_version("report", "stages/report.py"),
+        code=code_version("aggregate_family"),
     script:
         "../../scripts/aggregate_family.py"
 
@@ -40,13 +40,13 @@ rule aggregate:
         "../../envs/wattpeft.yaml"
     params:
         headline=CFG["report"].get("headline_family", next(iter(CFG["families"]))),
-        code=code_version("report", "stages/report.py"),
+        code=code_version("aggregate"),
     script:
         "../../scripts/aggregate.py"
 
 
 # One rule per figure kind, so each gets its own report caption.
-for kind in figure_kinds():
+for kind in FIGURE_KINDS:
 
     rule:
         name:
@@ -68,7 +68,7 @@ for kind in figure_kinds():
             "../../envs/wattpeft.yaml"
         params:
             kind=kind,
-            code=code_version("report", "stages/report.py"),
+            code=code_version("figure"),
         script:
             "../../scripts/figure.py"
 
@@ -90,6 +90,6 @@ rule learning_curve:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        code=code_version("report", "stages/report.py"),
+        code=code_version("learning_curve"),
     script:
         "../../scripts/learning_curve.py"

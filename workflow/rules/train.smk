@@ -15,9 +15,7 @@ rule search:
         "../../envs/wattpeft.yaml"
     params:
         run_cfg=search_config,
-        code=code_version(
-            "training", "models.py", "data/loading.py", "stages/finetune.py"
-        ),
+        code=code_version("search"),
         method_code=group_method_code,
     script:
         "../../scripts/search.py"
@@ -39,10 +37,27 @@ rule finetune:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        run_cfg=run_config,
-        code=code_version(
-            "training", "models.py", "data/loading.py", "stages/finetune.py"
-        ),
+        run_cfg=run_view("train"),
+        code=code_version("finetune"),
         method_code=run_method_code,
     script:
         "../../scripts/finetune.py"
+
+
+# Optional W&B mirror of a finished run (wandb.mode offline/online, mode full): its own
+# rule, so that logging settings never retrain anything. Local files stay the truth.
+rule wandb_mirror:
+    input:
+        log="results/runs/{run}/train_log.jsonl",
+        summary="results/runs/{run}/train_summary.json",
+    output:
+        "results/runs/{run}/wandb_mirror.json",
+    log:
+        "logs/wandb/{run}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        run_cfg=run_view("log"),
+        code=code_version("wandb_mirror"),
+    script:
+        "../../scripts/wandb_mirror.py"

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from wattpeft.assets import asset_entry, dataset_asset_dir
+from wattpeft.data.hub import HUB_DATASETS
 from wattpeft.data.loading import SPLITS, TASKS
 from wattpeft.utils.io import read_json, sha256_file
 
@@ -148,12 +149,14 @@ def _read_asset(name: str, cfg: dict, resources_dir: Path) -> RawRows:
         raise DatasetError(
             f"dataset {name!r}: asset {asset!r} has no reader; dataset assets: {sorted(ASSET_READERS)}"
         )
-    asset_entry(asset)  # fails clearly if the reader exists but the registry lost the entry
+    expected_task = asset_entry(asset).get("task")  # fails clearly if the registry lost the entry
     folder = dataset_asset_dir(resources_dir, asset)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise DatasetError(f"dataset {name!r}: asset {asset!r} is not materialised ({manifest_path} missing)")
     raw = ASSET_READERS[asset](folder)
+    if raw.task != expected_task:  # config validation trusts the registry's task
+        raise DatasetError(f"dataset {name!r}: asset {asset!r} reads as {raw.task!r}, registry says {expected_task!r}")
     manifest = read_json(manifest_path)
     raw.provenance = {
         "source": "asset", "asset": asset, "package": manifest["package"], "version": manifest["version"],
@@ -163,33 +166,6 @@ def _read_asset(name: str, cfg: dict, resources_dir: Path) -> RawRows:
 
 
 # --------------------------------------------------------------------------- hub readers
-
-
-@dataclass(frozen=True)
-class HubDataset:
-    path: str
-    config: str | None
-    task: str
-    columns: dict[str, str]  # canonical -> hub column
-    splits: dict[str, str]  # our split -> hub split
-    label_names: tuple[str, ...] | None = None
-
-
-# GLUE test labels are hidden (-1): its validation split is the test set and validation is cut from train.
-HUB_DATASETS = {
-    "glue/sst2": HubDataset(
-        "nyu-mll/glue", "sst2", "classification", {"text": "sentence", "label": "label"},
-        {"train": "train", "test": "validation"}, ("negative", "positive"),
-    ),
-    "glue/cola": HubDataset(
-        "nyu-mll/glue", "cola", "classification", {"text": "sentence", "label": "label"},
-        {"train": "train", "test": "validation"}, ("unacceptable", "acceptable"),
-    ),
-    "cnn_dailymail": HubDataset(
-        "abisee/cnn_dailymail", "3.0.0", "summarisation", {"source": "article", "target": "highlights"},
-        {"train": "train", "validation": "validation", "test": "test"},
-    ),
-}
 
 
 def _read_hub(name: str, cfg: dict, resources_dir: Path) -> RawRows:

@@ -36,7 +36,7 @@ METRIC_DIRECTIONS = {
     "hypervolume": MAXIMIZE, "average_accuracy": MAXIMIZE, "auc_retained_accuracy": MAXIMIZE,
     "bwt": MAXIMIZE, "spearman": MAXIMIZE, "share_within_10pct": MAXIMIZE,
     "train_time_s": MINIMIZE, "eval_loss": MINIMIZE, "loss": MINIMIZE, "perplexity": MINIMIZE,
-    "trainable_params": MINIMIZE, "trainable_share_pct": MINIMIZE, "controller_params": MINIMIZE,
+    "trainable_params": MINIMIZE, "achieved_budget_pct": MINIMIZE, "controller_params": MINIMIZE,
     "peak_power_w": MINIMIZE, "mape": MINIMIZE, "extra_memory_mb": MINIMIZE,
 }
 # Families of metrics named by prefix (latency_p50_ms, energy_j_per_sample_net, ...).
@@ -204,6 +204,11 @@ def _distinct(values: Iterable[Any]) -> list[Any]:
     return out
 
 
+def _mean_of(values: Iterable[Any]) -> float | None:
+    numbers = [v for v in values if is_number(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
 def combined_energy_source(sources: Iterable[str]) -> str:
     """One label for several runs: the shared source, or 'mixed: a, b' so nothing hides."""
     distinct = sorted(set(sources))
@@ -220,8 +225,10 @@ def _group_provenance(members: list[dict]) -> dict:
         "dataset": first.get("dataset"),
         "run_ids": [run["run_id"] for run in members],
         "seeds": [run["seed"] for run in members],
+        "budget_achieved_pct": _mean_of(run.get("budget_achieved_pct") for run in members),
         "energy_source": combined_energy_source(run["energy_source"] for run in members),
         "energy_sources": sorted({run["energy_source"] for run in members}),
+        "energy_flags": sorted({flag for run in members for flag in run.get("energy_flags", [])}),
         "hardware": _distinct(run["hardware"] for run in members),
         "config_hashes": _distinct(run["config_hash"] for run in members),
         "data_hashes": _distinct(run["data_hash"] for run in members),
@@ -264,6 +271,7 @@ def _summary(groups: dict[str, list[dict]], names: list[str], provenance: dict) 
             stats.update(
                 energy_source=prov["energy_source"],
                 energy_sources=prov["energy_sources"],
+                energy_flags=prov["energy_flags"],
                 hardware=prov["hardware"],
                 config_hashes=prov["config_hashes"],
                 data_hashes=prov["data_hashes"],
@@ -393,6 +401,7 @@ def family_object(family: str, runs: list[dict], family_cfg: dict) -> dict:
         "metric_directions": {name: metric_direction(name, primary_cfg) for name in names},
         "non_scalar_metrics": non_scalar,
         "energy_sources": sorted({run["energy_source"] for run in runs}),
+        "energy_flags": sorted({flag for run in runs for flag in run.get("energy_flags", [])}),
         "mode": runs[0]["mode"],
     }
 
@@ -401,7 +410,8 @@ def _run_provenance(run: dict) -> dict:
     keys = ("group_id", "method", "role", "budget", "seed", "config_hash", "data_hash",
             "hardware", "energy_source", "mode")
     record = {key: run[key] for key in keys}
-    for optional in ("energy_reason", "model", "dataset", "task", "n_test"):
+    for optional in ("energy_reason", "energy_flags", "energy_windows", "budget_achieved_pct",
+                     "model", "dataset", "task", "n_test"):
         record[optional] = run.get(optional)
     record["metrics_file"] = run["_path"]
     return record

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from wattpeft.report.aggregate import MAXIMIZE, MEASURED_ENERGY_SOURCES
+from wattpeft.report.kinds import FIGURE_KINDS
 from wattpeft.utils.io import atomic_path
 
 RC = {
@@ -53,7 +54,7 @@ METRIC_LABELS = {
     "energy_j_per_sample_net": "Energy above idle (J per sample)",
     "train_time_s": "Training time (s)",
     "trainable_params": "Trainable parameters (count)",
-    "trainable_share_pct": "Trainable share (% of backbone)",
+    "achieved_budget_pct": "Achieved adapter budget (% of backbone)",
     "eval_loss": "Evaluation loss (cross-entropy, nats)",
     "hypervolume": "Hypervolume (unitless)",
     "perplexity": "Perplexity",
@@ -112,8 +113,10 @@ def _group_ids(family_obj: dict) -> list[str]:
 
 
 def _group_label(prov: dict, multiline: bool = True) -> str:
-    budget = prov["budget"]
+    budget, achieved = prov["budget"], prov.get("budget_achieved_pct")
     budget_text = f"{budget:g}%" if isinstance(budget, (int, float)) else None
+    if budget_text and isinstance(achieved, (int, float)):
+        budget_text += f" (got {achieved:.3g}%)"  # the nominal budget beside the achieved one
     parts = [prov["method"], budget_text, f"[{prov['role']}]"]
     return ("\n" if multiline else " ").join(p for p in parts if p)
 
@@ -144,7 +147,18 @@ def _energy_reasons(family_obj: dict) -> list[str]:
 
 def _footer_text(family_obj: dict) -> str:
     sources = "; ".join(ENERGY_SOURCE_LABELS.get(s, s) for s in family_obj["energy_sources"])
-    return f"energy source: {sources}  |  mode: {family_obj['mode']}  |  error bars: standard error (std/sqrt(n))"
+    flags = family_obj.get("energy_flags") or []
+    flag_text = f"  |  energy flags: {', '.join(flags)}" if flags else ""
+    return (f"energy source: {sources}{flag_text}  |  mode: {family_obj['mode']}  |  "
+            "error bars: standard error (std/sqrt(n))")
+
+
+def missing_energy_text(source: str, flags: list[str]) -> str:
+    """Why an energy value is missing: no counter at all, or a counter whose windows were
+    not valid (too short, reset, ...). A figure never says 'no counter' for the second."""
+    if source == "unavailable":
+        return "unavailable (no counter)"
+    return f"no valid window ({', '.join(flags) or source})"
 
 
 # ---------------------------------------------------------------- drawing helpers
@@ -155,7 +169,7 @@ def _bar_with_annotation(ax: Axes, x: float, stats: dict | None, width: float, c
     """One bar with a +-se error bar and 'mean +- se / n' above it, or the word 'unavailable'."""
     mean = _mean(stats)
     if mean is None:
-        missing = UNAVAILABLE + (" (no counter)" if metric.startswith("energy") else "")
+        missing = _missing_text(stats, metric)
         ax.text(x, 0, f" {missing}", rotation=90, ha="center", va="bottom", fontsize=8, color="#555555")
         return
     se = stats["se"]
@@ -166,6 +180,12 @@ def _bar_with_annotation(ax: Axes, x: float, stats: dict | None, width: float, c
     source = f", {stats['energy_source']}" if _is_unmeasured_energy(metric, stats["energy_source"]) else ""
     ax.annotate(f"{format_value(mean)}{spread}\nn={stats['n']}{source}", (x, top), xytext=(0, 3),
                 textcoords="offset points", ha="center", va="bottom", fontsize=7)
+
+
+def _missing_text(stats: dict | None, metric: str) -> str:
+    if stats is not None and metric.startswith("energy"):
+        return missing_energy_text(stats["energy_source"], stats.get("energy_flags", []))
+    return UNAVAILABLE
 
 
 def _message_axes(ax: Axes, message: str) -> None:
@@ -288,7 +308,9 @@ def draw_energy(fig: Figure, family: str, family_obj: dict) -> None:
     sources = "; ".join(ENERGY_SOURCE_LABELS.get(s, s) for s in family_obj["energy_sources"])
     if not any(_mean(_stats(family_obj, m, gid)) is not None for m in metrics for gid in family_obj["groups"]):
         reasons = "\n".join(_energy_reasons(family_obj)) or "no energy metric recorded"
-        _message_axes(fig.add_subplot(), f"energy: unavailable (no counter)\n\n{reasons}")
+        sources = family_obj["energy_sources"]
+        headline = missing_energy_text(sources[0] if len(sources) == 1 else "mixed", family_obj.get("energy_flags", []))
+        _message_axes(fig.add_subplot(), f"energy: {headline}\n\n{reasons}")
         fig.axes[0].set_title(f"{family}: energy per test sample")
         return
     ax = _grouped_bars(fig, family_obj, metrics, (None, "//", "xx"))
@@ -331,7 +353,7 @@ def _table_rows(family_obj: dict, group_ids: list[str], metrics: list[str]) -> t
 def _table_cell(family_obj: dict, metric: str, group_id: str) -> str:
     stats = _stats(family_obj, metric, group_id)
     if stats is None or stats["mean"] is None:
-        return UNAVAILABLE + (" (no counter)" if metric.startswith("energy") else "")
+        return _missing_text(stats, metric)
     spread = f" ± {format_value(stats['se'])}" if stats["se"] is not None else ""
     text = f"{format_value(stats['mean'])}{spread} ({stats['n']})"
     if _is_unmeasured_energy(metric, stats["energy_source"]):
@@ -352,13 +374,7 @@ def _best_column(family_obj: dict, metric: str, group_ids: list[str]) -> int | N
 
 
 FigureKind = Callable[[Figure, str, dict], None]
-FIGURES: dict[str, FigureKind] = {
-    "primary_bar": draw_primary_bar,
-    "seed_spread": draw_seed_spread,
-    "latency": draw_latency,
-    "energy": draw_energy,
-    "metric_table": draw_metric_table,
-}
+FIGURES: dict[str, FigureKind] = {kind: globals()[f"draw_{kind}"] for kind in FIGURE_KINDS}
 
 
 # ---------------------------------------------------------------- saving

@@ -18,7 +18,7 @@ COLUMNS = {
     "summarisation": ["rouge1", "rouge2", "rougeL"],
     "lm": ["perplexity"],
 }
-COST = ["latency_p50_ms", "latency_p99_ms", "train_time_s", "energy_j_per_sample"]
+COST = ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "train_time_s", "energy_j_per_sample"]
 
 
 def cell(stats: dict | None, digits: int) -> str:
@@ -33,12 +33,15 @@ def cell(stats: dict | None, digits: int) -> str:
 def family_rows(family: str, obj: dict) -> list[str]:
     task = next(iter(obj["runs"].values())).get("task", "classification")
     metrics = COLUMNS.get(task, []) + COST
-    header = ["family", "method (role)", "budget %", "n"] + metrics + ["energy source"]
+    header = ["family", "method (role)", "budget %", "achieved %", "n"] + metrics + ["energy source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group_id, group in obj["groups"].items():
         n = len(group["run_ids"])
         values = [cell(obj["summary"].get(m, {}).get(group_id), 1 if m in COST else 3) for m in metrics]
-        row = [family, f"{group['method']} ({group['role']})", f"{group['budget']:g}", str(n), *values, group["energy_source"]]
+        achieved = group.get("budget_achieved_pct")
+        achieved_text = f"{achieved:.3f}" if achieved is not None else "unavailable"
+        row = [family, f"{group['method']} ({group['role']})", f"{group['budget']:g}", achieved_text, str(n),
+               *values, group["energy_source"]]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -8,13 +8,14 @@ from typing import Any
 
 from ..utils.io import read_json, write_json
 from .common import open_run_data, pin_threads
-from .profile import SUMMARY_FIELDS, profile_summary
+from .profile import PROFILE_PROVENANCE, SUMMARY_FIELDS, profile_summary
 
 # Profile fields copied into metrics.json's "metrics" (the rest are provenance).
-PROFILE_METRICS = [name for name in SUMMARY_FIELDS if name not in ("energy_source", "energy_reason", "device")]
+PROFILE_METRICS = [name for name in SUMMARY_FIELDS if name not in PROFILE_PROVENANCE]
 
 
 def run_evaluate(
+    eval_cfg: dict[str, Any],
     run_config_path: Path,
     train_summary_path: Path,
     export_dir: Path,
@@ -25,6 +26,12 @@ def run_evaluate(
     threads: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """`eval_cfg` is the run's evaluate view (run_id, role, evaluation settings): only
+    these and the trained run's own files decide the result, so that changing evaluation
+    settings reruns evaluation alone."""
+    import torch
+
+    from ..energy.device import device_slug
     from ..evaluation.evaluate import evaluate_model
 
     pin_threads(threads)
@@ -32,7 +39,10 @@ def run_evaluate(
     summary = read_json(train_summary_path)
     data = open_run_data(data_dir)
     tokenizer, model = data.load_model(export_dir)
-    ev = run_cfg["evaluation"]
+    # Latency is measured where the job runs: on its GPU when it has one.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    ev = eval_cfg["evaluation"]
     test = data.frame("test")
     result = evaluate_model(
         model, tokenizer, test, data.task,
@@ -40,6 +50,7 @@ def run_evaluate(
         batch_size=ev["batch_size"],
         max_new_tokens=ev["max_new_tokens"],
         latency_samples=ev["latency_samples"],
+        device=device,
         progress=progress,
     )
     profile = profile_summary(profile_path)
@@ -50,14 +61,15 @@ def run_evaluate(
         train_time_s=summary["train_time_s"],
         trainable_params=stats.get("trainable_params"),
         adapter_params=stats.get("adapter_params"),
-        trainable_share_pct=stats.get("achieved_budget_pct"),
+        effective_adapter_params=stats.get("effective_adapter_params"),
+        achieved_budget_pct=stats.get("achieved_budget_pct"),
     )
     record = {
         "run_id": run_cfg["run_id"],
         "group_id": run_cfg["group_id"],
         "family": run_cfg["family"],
         "method": run_cfg["method"],
-        "role": run_cfg["role"],
+        "role": eval_cfg["role"],
         "model": run_cfg["model"]["name"],
         "dataset": run_cfg["dataset"]["name"],
         "budget": run_cfg["budget"],
@@ -65,16 +77,22 @@ def run_evaluate(
         "mode": run_cfg["mode"],
         "task": data.task,
         "metrics": metrics,
+        "budget_achieved_pct": stats.get("achieved_budget_pct"),
         "energy_source": profile["energy_source"],
         "energy_reason": profile.get("energy_reason"),
+        "energy_flags": profile["energy_flags"],
+        "energy_windows": {"valid": profile.get("energy_windows_valid"), "total": profile.get("energy_windows_total")},
         "profile_workload": profile["workload"],
         "hardware": {
             "device": profile["device"],
             "name": profile.get("device_name"),
+            "profile_label": profile["profile_label"],
+            "eval_device": device_slug(device),
             "threads": threads,
             "train_threads": summary.get("threads"),
             "mixed_precision": summary.get("mixed_precision"),
         },
+        "evaluation": ev,
         "config_hash": run_cfg["config_hash"],
         "data_hash": data.data_hash,
         "n_test": len(test),

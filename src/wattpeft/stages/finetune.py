@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import apply_params
-from ..training.tracking import mirror_to_wandb
 from ..utils.io import atomic_path, read_json, write_json
 from .common import RunData, model_source, open_run_data, pin_threads
 
 
-def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoint_dir=None, progress=True):
-    """Attach the method to a fresh backbone and train it; returns (method, model, outcome)."""
+def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoint_dir=None, progress=True,
+           on_validation=None):
+    """Attach the method to a fresh backbone and train it; returns (method, model, outcome).
+    `on_validation(metrics)` sees every end-of-epoch validation (the search prunes with it)."""
     from accelerate.utils import set_seed
 
     from ..data.loading import make_collator
@@ -37,10 +38,16 @@ def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoin
     trainer = Trainer(
         run_cfg, model, method, train_rows, collate,
         checkpoint_dir=checkpoint_dir,
-        evaluate=lambda m: validation_metrics(m, val_rows, collate, data.task),
+        evaluate=lambda m: _validated(validation_metrics(m, val_rows, collate, data.task), on_validation),
         progress=progress,
     )
     return method, model, trainer.train()
+
+
+def _validated(metrics: dict[str, float], on_validation) -> dict[str, float]:
+    if on_validation is not None:
+        on_validation(metrics)
+    return metrics
 
 
 def search_objective(run_cfg: dict[str, Any]) -> tuple[str, str]:
@@ -53,21 +60,29 @@ def search_objective(run_cfg: dict[str, Any]) -> tuple[str, str]:
 
 
 def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_path: Path, threads: int = 1) -> dict:
+    """Search on the validation split. Trials train with the search's own seed
+    (optuna.seed), so that no final run replays the best trial; a diverging trial fails
+    alone and hopeless ones are pruned (training/search.py)."""
     from ..training.search import run_search as optuna_search
+    from ..training.trainer import NonFiniteLossError
 
     pin_threads(threads)
     data = open_run_data(data_dir)
     metric, direction = search_objective(run_cfg)
+    search_seed = run_cfg["optuna"]["seed"]
 
-    def objective(params: dict[str, Any]) -> float:
-        _, _, outcome = _train(apply_params(run_cfg, params), data, Path(model_dir), progress=False)
+    def objective(params: dict[str, Any], report) -> float:
+        trial_cfg = apply_params({**run_cfg, "seed": search_seed}, params)
+        epochs = iter(range(trial_cfg["training"]["epochs"] + 1))
+        _, _, outcome = _train(trial_cfg, data, Path(model_dir), progress=False,
+                               on_validation=lambda m: report(next(epochs), m[metric]))
         return outcome.validation[metric]
 
     result = optuna_search(
         objective, run_cfg["optuna"].get("search_space", {}), run_cfg["optuna"]["n_trials"],
-        direction, run_cfg["seed"],
+        direction, search_seed, failures=(NonFiniteLossError,),
     )
-    result.update(objective=metric, group_id=run_cfg["group_id"], searched_with_seed=run_cfg["seed"])
+    result.update(objective=metric, group_id=run_cfg["group_id"])
     write_json(out_path, result)
     return result
 
@@ -98,6 +113,7 @@ def run_finetune(
         "final_train_loss": outcome.final_loss,
         "validation": outcome.validation,
         "resumed_from_step": outcome.resumed_from_step,
+        "skipped_steps": outcome.skipped_steps,  # fp16: steps the gradient scaler skipped
         "mixed_precision": outcome.mixed_precision,
         "threads": threads,
         "method_stats": method.stats,
@@ -105,10 +121,23 @@ def run_finetune(
         "data_hash": data.data_hash,
         "config_hash": run_cfg["config_hash"],
     }
-    write_json(out["config"], {**run_cfg, "data_hash": data.data_hash})
+    # The search that chose the tuned parameters (seed 001's per-run "optuna search space").
+    optuna = {k: best.get(k) for k in ("searched", "search_space", "search_seed", "objective", "best_value")}
+    optuna["n_trials"] = len(best.get("trials", []))
+    write_json(out["config"], {**run_cfg, "optuna": optuna, "data_hash": data.data_hash})
     with atomic_path(out["log"]) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in outcome.log))
     write_json(out["summary"], summary)
-    mirror_to_wandb(run_cfg, outcome.log, summary)
     shutil.rmtree(checkpoints.parent, ignore_errors=True)  # finished: nothing to resume
     return summary
+
+
+def run_wandb_mirror(log_cfg: dict[str, Any], train_log: Path, summary_path: Path, out_path: Path) -> dict:
+    """Mirror a finished run's local log to W&B; writes a receipt (what was mirrored, where)."""
+    from ..training.tracking import mirror_to_wandb
+
+    log = [json.loads(line) for line in Path(train_log).read_text().splitlines() if line]
+    mirrored = mirror_to_wandb(log_cfg, log, read_json(summary_path))
+    receipt = {"run_id": log_cfg["run_id"], "mirrored": mirrored, "wandb": log_cfg["wandb"], "records": len(log)}
+    write_json(out_path, receipt)
+    return receipt

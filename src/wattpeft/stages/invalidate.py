@@ -1,58 +1,97 @@
-"""When a job fails, the results built on its old output must not survive as if current.
+"""Job records, and what a failed job makes stale.
 
-Snakemake deletes a failed job's outputs, but when the downstream outputs still exist it
-treats the missing intermediate as not needed and reports "Nothing to be done", keeping
-results computed from the old inputs. So a failing job removes the leaves that depend on
-it (each affected run's metrics.json and its family's aggregates); the next run rebuilds
-the whole chain.
+Every job (through `logging.logged`) writes one record to `logs/jobs/`: its rule,
+wildcards, input and output paths, start and end times, status, and the wattpeft modules
+it had loaded. The records are the workflow's own, rule-agnostic view of the DAG that
+ran: which outputs were built from which inputs.
+
+Why invalidation is needed: Snakemake deletes a failed job's outputs, but when outputs
+built from them still exist it treats the missing intermediate as not needed and reports
+"Nothing to be done", keeping results computed from the old inputs. So a failing job
+removes every existing output recorded as built, directly or not, from its own outputs;
+the next run rebuilds that whole chain. It follows the records, not a list of rules, so a
+rule added later is covered, and a job with nothing downstream (a figure, a learning
+curve) removes nothing.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..config import RunKey, iter_runs, parse_run_id, validate_config
+from ..utils.io import read_json, stable_hash, write_json
+
+JOBS_DIR = Path("logs/jobs")
 
 
-def affected_runs(rule: str, wildcards: dict[str, str], cfg: dict[str, Any]) -> list[RunKey]:
-    """Every run whose results depend on the output of job (rule, wildcards)."""
-    families = cfg["families"]
-
-    def runs_where(keep) -> list[RunKey]:
-        return [key for key in iter_runs(cfg) if keep(key, families[key.family])]
-
-    if "run" in wildcards:
-        return [parse_run_id(wildcards["run"])]
-    if "group" in wildcards:
-        return runs_where(lambda key, fam: key.group_id == wildcards["group"])
-    if rule == "tokenise":
-        return runs_where(lambda key, fam: (fam["dataset"], fam["model"]) == (wildcards["dataset"], wildcards["model"]))
-    if rule == "model_asset":
-        return runs_where(lambda key, fam: fam["model"] == wildcards["model"])
-    if rule == "dataset_asset":
-        datasets = {name for name, spec in cfg["datasets"].items() if spec.get("asset") == wildcards["asset"]}
-        return runs_where(lambda key, fam: fam["dataset"] in datasets)
-    return []  # report rules: nothing downstream but other report files
+def _norm(path: str | Path) -> str:
+    return os.path.normpath(str(path))
 
 
-def stale_paths(runs: Iterable[RunKey], results: Path = Path("results")) -> list[Path]:
-    runs = list(runs)
-    paths = [results / "runs" / key.run_id / "metrics.json" for key in runs]
-    paths += [results / "comparison" / family / "aggregated_metrics.json" for family in sorted({k.family for k in runs})]
-    if runs:
-        paths.append(results / "comparison" / "aggregated_metrics.json")
-    return paths
+def record_path(rule: str, wildcards: dict[str, str], jobs_dir: Path = JOBS_DIR) -> Path:
+    return Path(jobs_dir) / f"{rule}--{stable_hash(wildcards, 12)}.json"
 
 
-def invalidate_downstream(rule: str, wildcards: dict[str, str], config: dict[str, Any]) -> list[Path]:
-    """Remove the existing results that depend on a failed job; returns what was removed."""
-    removed = []
-    for path in stale_paths(affected_runs(rule, wildcards, validate_config(config))):
-        if path.exists():
-            path.unlink()
-            removed.append(path)
+def write_record(record: dict[str, Any], jobs_dir: Path = JOBS_DIR) -> Path:
+    path = record_path(record["rule"], record["wildcards"], jobs_dir)
+    write_json(path, record)
+    return path
+
+
+def new_record(rule: str, wildcards: dict[str, str], inputs: Iterable[str], outputs: Iterable[str]) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "wildcards": dict(wildcards),
+        "inputs": [_norm(p) for p in inputs],
+        "outputs": [_norm(p) for p in outputs],
+        "start": time.time(),
+        "end": None,
+        "status": "running",
+        "pid": os.getpid(),
+        "host": os.uname().nodename,
+    }
+
+
+def read_records(jobs_dir: Path = JOBS_DIR) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(Path(jobs_dir).glob("*.json")):
+        try:
+            records.append(read_json(path))
+        except (OSError, ValueError):
+            continue  # a record being replaced right now: it is about a running job
+    return records
+
+
+def downstream_outputs(failed_outputs: Iterable[str], records: list[dict[str, Any]]) -> list[str]:
+    """Outputs of finished jobs built, directly or through others, from `failed_outputs`."""
+    stale: list[str] = []
+    frontier = {_norm(p) for p in failed_outputs}
+    seen = set(frontier)
+    while frontier:
+        consumers = [r for r in records if r.get("status") == "ok" and frontier & set(r["inputs"])]
+        frontier = {out for r in consumers for out in r["outputs"]} - seen
+        seen |= frontier
+        stale += sorted(frontier)
+    return stale
+
+
+def _remove(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+        return True
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        return True
+    return False
+
+
+def invalidate_downstream(rule: str, outputs: Iterable[str], jobs_dir: Path = JOBS_DIR) -> list[Path]:
+    """Remove the existing results built from a failed job's outputs; returns what was removed."""
+    removed = [Path(p) for p in downstream_outputs(outputs, read_records(jobs_dir)) if _remove(Path(p))]
     if removed:
         print(f"[wattpeft] {rule} failed: removed {len(removed)} stale downstream result(s): "
               + ", ".join(str(p) for p in removed), file=sys.stderr)

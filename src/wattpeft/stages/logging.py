@@ -1,13 +1,16 @@
-"""Every job's console output also lands in its Snakemake log file; a failing job also
-invalidates the results that depend on it (see invalidate.py)."""
+"""Every job's console output also lands in its Snakemake log file; every job leaves a
+record, and a failing job invalidates the results built on it (see invalidate.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Iterator, TextIO
+
+from .invalidate import invalidate_downstream, new_record, write_record
 
 
 class _Tee:
@@ -34,16 +37,28 @@ class _Tee:
 
 @contextlib.contextmanager
 def logged(smk) -> Iterator[None]:
-    """Run a job's body: output teed into its log, and on failure the traceback logged and
-    its stale downstream results removed."""
+    """Run a job's body: output teed into its log and a job record written (see
+    invalidate.py); on failure the traceback is logged and its stale downstream removed."""
+    record = new_record(smk.rule, dict(smk.wildcards.items()), _paths(smk.input), _paths(smk.output))
+    write_record(record)
     with _teed(smk.log[0] if smk.log else None):
         try:
             yield
         except BaseException:
-            from .invalidate import invalidate_downstream
-
-            invalidate_downstream(smk.rule, dict(smk.wildcards.items()), smk.config)
+            _finish(record, "failed")
+            invalidate_downstream(smk.rule, record["outputs"])
             raise
+        _finish(record, "ok")
+
+
+def _paths(named_list) -> list[str]:
+    return [str(p) for p in named_list]
+
+
+def _finish(record: dict, status: str) -> None:
+    # The modules loaded tell tests which code a rule really ran (see codehash.py).
+    record.update(status=status, end=time.time(), modules=sorted(n for n in sys.modules if n.startswith("wattpeft")))
+    write_record(record)
 
 
 @contextlib.contextmanager

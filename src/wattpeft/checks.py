@@ -1,0 +1,166 @@
+"""Config checks beyond the schema: every value that would otherwise fail inside a job.
+
+The schema checks types and names; these check meaning: a method's parameters against
+its typed config, search-space bounds, that local files exist, that named assets are in
+the registry, that a family's primary metric is one its task produces, and so on. They
+run while Snakemake parses (torch-free), so a mistake stops the workflow before any job
+starts, naming the field. All problems are listed at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+ASSETS_REGISTRY = Path(__file__).with_name("assets_registry.json")
+
+
+def check_semantics(cfg: dict[str, Any], source: str, base_dir: Path) -> None:
+    from .config import ConfigError
+
+    problems = [*_model_problems(cfg, base_dir), *_dataset_problems(cfg, base_dir)]
+    problems += [*_family_problems(cfg), *_search_problems(cfg), *_other_problems(cfg)]
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise ConfigError(f"{source} is invalid:\n{shown}{more}")
+
+
+def _assets() -> dict[str, dict]:
+    return json.loads(ASSETS_REGISTRY.read_text())
+
+
+def _asset_problem(where: str, name: str, category: str) -> str | None:
+    of_kind = sorted(k for k, v in _assets().items() if v["category"] == category)
+    if name not in of_kind:
+        return f"{where}.asset: unknown {category} asset {name!r}; registry has {of_kind}"
+    return None
+
+
+def _missing_path(where: str, path: str, base_dir: Path, what: str) -> str | None:
+    full = Path(path) if Path(path).is_absolute() else base_dir / path
+    if not full.exists():
+        return f"{where}.path: {what} {path!r} does not exist (looked in {full})"
+    return None
+
+
+def _model_problems(cfg: dict, base_dir: Path) -> Iterator[str]:
+    for name, spec in cfg["models"].items():
+        where = f"models.{name}"
+        if spec["source"] == "asset":
+            problem = _asset_problem(where, spec["asset"], "model")
+        elif spec["source"] == "local":
+            problem = _missing_path(where, spec["path"], base_dir, "model folder")
+        elif spec["source"] == "tiny" and spec.get("hidden_size", 32) % spec.get("num_heads", 2):
+            problem = f"{where}.num_heads: {spec.get('num_heads', 2)} does not divide hidden_size {spec.get('hidden_size', 32)}"
+        else:
+            problem = None
+        if problem:
+            yield problem
+
+
+def _dataset_problems(cfg: dict, base_dir: Path) -> Iterator[str]:
+    for name, spec in cfg["datasets"].items():
+        where = f"datasets.{name}"
+        if spec["source"] == "asset":
+            problem = _asset_problem(where, spec["asset"], "dataset")
+        elif spec["source"] == "local":
+            problem = _missing_path(where, spec["path"], base_dir, "file")
+        else:
+            problem = None
+        if problem:
+            yield problem
+        ratios = spec.get("split_ratios")
+        if ratios and abs(sum(ratios) - 1.0) > 1e-6:
+            yield f"{where}.split_ratios: {ratios} sum to {sum(ratios):g}, not 1"
+
+
+def dataset_task(spec: dict[str, Any]) -> str | None:
+    """The task a dataset's rows have, known without reading them (None: unknown asset)."""
+    if spec["source"] == "local":
+        return spec["task"]
+    if spec["source"] == "hub":
+        from .data.hub import HUB_DATASETS
+
+        return HUB_DATASETS[spec["hub"]].task
+    return _assets().get(spec["asset"], {}).get("task")
+
+
+def _family_problems(cfg: dict) -> Iterator[str]:
+    from .config import method_params
+    from .evaluation.outputs import metrics_of_task
+    from .methods import method_config
+
+    for fam_name, fam in cfg["families"].items():
+        where = f"families.{fam_name}"
+        task = dataset_task(cfg["datasets"][fam["dataset"]])
+        primary = fam["primary_metric"]["name"]
+        if task is not None and primary not in metrics_of_task(task):
+            yield (f"{where}.primary_metric.name: {primary!r} is not produced by a {task} task; "
+                   f"choose one of {list(metrics_of_task(task))}")
+        for method in fam["methods"]:
+            try:
+                method_config(method).from_params(method_params(cfg, fam_name, method), where=f"{where}.methods.{method}")
+            except ValueError as err:
+                yield str(err)
+
+
+def _search_spaces(cfg: dict) -> Iterator[tuple[str, dict, list[str]]]:
+    """(where, optuna block, methods it tunes) for every optuna block of the config."""
+    all_methods = sorted({m for fam in cfg["families"].values() for m in fam["methods"]})
+    yield "optuna", cfg["optuna"], all_methods
+    for fam_name, fam in cfg["families"].items():
+        if "optuna" in fam:
+            yield f"families.{fam_name}.optuna", fam["optuna"], list(fam["methods"])
+        for method, entry in fam["methods"].items():
+            if "optuna" in entry:
+                yield f"families.{fam_name}.methods.{method}.optuna", entry["optuna"], [method]
+
+
+def _search_problems(cfg: dict) -> Iterator[str]:
+    from .config import TRAINING_KEYS
+    from .methods import method_config
+
+    for where, block, methods in _search_spaces(cfg):
+        for name, spec in block.get("search_space", {}).items():
+            at = f"{where}.search_space.{name}"
+            untunable = [m for m in methods if name not in TRAINING_KEYS | method_config(m).field_names()]
+            if untunable:
+                yield f"{at}: {name!r} is neither a training key nor a parameter of method(s) {untunable}"
+            yield from _bounds_problems(at, spec)
+    seeds = {s for fam in cfg["families"].values() for s in fam["seeds"]}
+    search_seed = cfg["optuna"]["seed"]
+    if search_seed in seeds and cfg["mode"] == "full":
+        yield f"optuna.seed: {search_seed} is also a final-run seed; the final run would replay a search trial"
+
+
+def _bounds_problems(at: str, spec: dict) -> Iterator[str]:
+    kind = spec["type"]
+    if kind == "categorical":
+        if "choices" not in spec:
+            yield f"{at}.choices: a categorical search needs choices"
+        return
+    if "low" not in spec or "high" not in spec:
+        yield f"{at}: a {kind} search needs low and high"
+        return
+    low, high = spec["low"], spec["high"]
+    if not low < high:
+        yield f"{at}: low ({low}) must be below high ({high})"
+    if kind == "loguniform" and low <= 0:
+        yield f"{at}.low: a loguniform search needs low > 0, got {low}"
+    if kind == "int" and not all(float(v).is_integer() for v in (low, high, spec.get("step", 1))):
+        yield f"{at}: an int search needs integer low, high and step"
+
+
+def _other_problems(cfg: dict) -> Iterator[str]:
+    profiling = cfg["profiling"]
+    if profiling["max_window_s"] < profiling["min_window_s"]:
+        yield (f"profiling.max_window_s: {profiling['max_window_s']} is below min_window_s "
+               f"{profiling['min_window_s']}")
+    if profiling.get("tdp_watts") is not None and not profiling["energy_estimate"]:
+        yield "profiling.tdp_watts: set, but energy_estimate is false (it would be ignored)"
+    mode = cfg["wandb"]["mode"]
+    if mode != "disabled" and cfg["mode"] == "full" and importlib.util.find_spec("wandb") is None:
+        yield f"wandb.mode: {mode!r} needs wandb: pip install 'wattpeft[wandb]', or set mode: disabled"

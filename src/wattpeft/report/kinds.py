@@ -1,0 +1,4 @@
+"""The comparison figure kinds, by name: the Snakefile reads this list while parsing (no
+matplotlib import); figures.py maps each name to its `draw_<name>` function."""
+
+FIGURE_KINDS = ("primary_bar", "seed_spread", "latency", "energy", "metric_table")
