@@ -46,30 +46,29 @@ def _missing_path(where: str, path: str, base_dir: Path, what: str) -> str | Non
     return None
 
 
+def _source_problem(where: str, spec: dict, base_dir: Path, category: str, local_what: str) -> str | None:
+    """A named asset missing from the registry, or a local path that does not exist."""
+    if spec["source"] == "asset":
+        return _asset_problem(where, spec["asset"], category)
+    if spec["source"] == "local":
+        return _missing_path(where, spec["path"], base_dir, local_what)
+    return None
+
+
 def _model_problems(cfg: dict, base_dir: Path) -> Iterator[str]:
     for name, spec in cfg["models"].items():
         where = f"models.{name}"
-        if spec["source"] == "asset":
-            problem = _asset_problem(where, spec["asset"], "model")
-        elif spec["source"] == "local":
-            problem = _missing_path(where, spec["path"], base_dir, "model folder")
-        elif spec["source"] == "tiny" and spec.get("hidden_size", 32) % spec.get("num_heads", 2):
-            problem = f"{where}.num_heads: {spec.get('num_heads', 2)} does not divide hidden_size {spec.get('hidden_size', 32)}"
-        else:
-            problem = None
+        problem = _source_problem(where, spec, base_dir, "model", "model folder")
         if problem:
             yield problem
+        if spec["source"] == "tiny" and spec.get("hidden_size", 32) % spec.get("num_heads", 2):
+            yield f"{where}.num_heads: {spec.get('num_heads', 2)} does not divide hidden_size {spec.get('hidden_size', 32)}"
 
 
 def _dataset_problems(cfg: dict, base_dir: Path) -> Iterator[str]:
     for name, spec in cfg["datasets"].items():
         where = f"datasets.{name}"
-        if spec["source"] == "asset":
-            problem = _asset_problem(where, spec["asset"], "dataset")
-        elif spec["source"] == "local":
-            problem = _missing_path(where, spec["path"], base_dir, "file")
-        else:
-            problem = None
+        problem = _source_problem(where, spec, base_dir, "dataset", "file")
         if problem:
             yield problem
         ratios = spec.get("split_ratios")

@@ -17,13 +17,12 @@ curve) removes nothing.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..utils.io import read_json, stable_hash, write_json
+from ..utils.io import read_json, remove_path, stable_hash, write_json
 
 JOBS_DIR = Path("logs/jobs")
 
@@ -79,19 +78,9 @@ def downstream_outputs(failed_outputs: Iterable[str], records: list[dict[str, An
     return stale
 
 
-def _remove(path: Path) -> bool:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-        return True
-    if path.exists() or path.is_symlink():
-        path.unlink()
-        return True
-    return False
-
-
 def invalidate_downstream(rule: str, outputs: Iterable[str], jobs_dir: Path = JOBS_DIR) -> list[Path]:
     """Remove the existing results built from a failed job's outputs; returns what was removed."""
-    removed = [Path(p) for p in downstream_outputs(outputs, read_records(jobs_dir)) if _remove(Path(p))]
+    removed = [Path(p) for p in downstream_outputs(outputs, read_records(jobs_dir)) if remove_path(Path(p))]
     if removed:
         print(f"[wattpeft] {rule} failed: removed {len(removed)} stale downstream result(s): "
               + ", ".join(str(p) for p in removed), file=sys.stderr)
