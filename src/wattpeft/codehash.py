@@ -11,19 +11,27 @@ method registry's `importlib.import_module`) is hashed separately, per method
 (`wattpeft.methods.<name>.model`), so editing one method reruns only that method's runs.
 
 The hash is taken over each module's syntax tree (`ast.dump`), so comments and formatting
-do not rerun anything; any change to code or docstrings does. Parsing is cached: a
-workflow parse hashes a few dozen files in milliseconds, without importing them.
+do not rerun anything; any change to code or docstrings does. Each file is parsed once per
+process, and its facts (tree digest, imports) are kept in `FACTS_CACHE` keyed by path and
+a hash of its bytes, so a no-op dry run parses nothing (hashing bytes is far cheaper than
+parsing) and an edited file is always parsed again, whatever its timestamps say.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
+import json
+import os
+import tempfile
 from pathlib import Path
 
 PACKAGE = "wattpeft"
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Per-file facts across invocations (relative to the working directory: Snakemake's own
+# metadata folder). Losing it costs one re-parse; a stale entry is impossible because each
+# entry holds the hash of the bytes it was parsed from.
+FACTS_CACHE = Path(".snakemake") / "wattpeft-codehash.json"
 
 
 def module_file(module: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
@@ -49,16 +57,59 @@ def _package_of(path: Path, package_dir: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
-@functools.lru_cache(maxsize=None)
-def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
+class _FactsCache:
+    """(tree digest, imported names) per file, memoised in memory and in FACTS_CACHE."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, list] | None = None
+        self.dirty = False
+
+    def _load(self) -> dict[str, list]:
+        if self.entries is None:
+            try:
+                self.entries = json.loads(FACTS_CACHE.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+        return self.entries
+
+    def get(self, path: Path, package_dir: Path) -> tuple[str, list[str]]:
+        source = path.read_bytes()
+        key = f"{path.resolve()}|{package_dir}"
+        stamp = hashlib.sha256(source).hexdigest()
+        entry = self._load().get(key)
+        if entry is None or entry[0] != stamp:
+            tree = ast.parse(source, filename=str(path))
+            digest = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+            entry = [stamp, digest, sorted(_imports_in(tree, path, package_dir))]
+            self.entries[key] = entry
+            self.dirty = True
+        return entry[1], entry[2]
+
+    def save(self) -> None:
+        """Write the cache atomically where its folder exists (a workflow's .snakemake/),
+        dropping files that no longer exist. Concurrent parses (cluster jobs) each replace
+        the whole file; the last one wins, and a lost entry only costs a re-parse."""
+        if not self.dirty or not FACTS_CACHE.parent.is_dir():
+            return
+        live = {key: entry for key, entry in self.entries.items()
+                if Path(key.partition("|")[0]).is_file()}
+        fd, tmp = tempfile.mkstemp(dir=FACTS_CACHE.parent, prefix=f"{FACTS_CACHE.name}.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(live, handle)
+            os.replace(tmp, FACTS_CACHE)
+            self.dirty = False
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
 
 
-def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
-    """Dotted names this file may import: each `import X`, `from X import Y` as X and X.Y."""
+_FACTS = _FactsCache()
+
+
+def _imports_in(tree: ast.Module, path: Path, package_dir: Path) -> set[str]:
     inside = path.resolve().is_relative_to(package_dir)
     names: set[str] = set()
-    for node in ast.walk(_parse(path)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -73,6 +124,11 @@ def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
+
+
+def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
+    """Dotted names this file may import: each `import X`, `from X import Y` as X and X.Y."""
+    return set(_FACTS.get(path, package_dir)[1])
 
 
 def _with_parents(module: str) -> list[str]:
@@ -101,9 +157,10 @@ def files_version(files: list[Path], package_dir: Path = PACKAGE_DIR) -> str:
         label = module_name(path, package_dir) if path.resolve().is_relative_to(package_dir) else path.name
         digest.update(label.encode())
         if path.suffix == ".py":
-            digest.update(ast.dump(_parse(path)).encode())
+            digest.update(_FACTS.get(path, package_dir)[0].encode())
         else:
             digest.update(path.read_bytes())
+    _FACTS.save()
     return digest.hexdigest()[:16]
 
 
