@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 METHODS: dict[str, str] = {
     "lora": "wattpeft.methods.lora",
     "adalora": "wattpeft.methods.adalora",
+    "fw_lora": "wattpeft.methods.fw_lora",
 }
 
 

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
+# The Fisher estimators of methods/fisher.py, named here because configs must stay torch-free.
+FISHER_ESTIMATORS = ("auto", "exact", "probes")
+
+
 class MethodConfigError(ValueError):
     """A method's parameters are wrong: unknown key, wrong type or value out of range."""
 
@@ -142,4 +146,4 @@ def _type_name(hint: Any) -> str:
     return " or ".join(names)
 
 
-__all__ = ["MethodConfig", "MethodConfigError", "param"]
+__all__ = ["FISHER_ESTIMATORS", "MethodConfig", "MethodConfigError", "param"]
