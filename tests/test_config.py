@@ -252,3 +252,26 @@ def test_a_profiling_device_name_of_ones_choosing_names_the_profiles(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "results/profiles/lab-a100-node3/sentiment--lora--b5--s0.parquet" in proc.stdout + proc.stderr
+
+
+def _claim(**fields) -> dict:
+    entry = {"claim": "LoRA matches AdaLoRA", "seed": "004", "metric": "accuracy", "budget": 0.5,
+             "method": "lora", "against": "adalora", "comparison": "matches", "tolerance": 0.01}
+    return {**entry, **fields}
+
+
+# Claims the schema accepts but that could never be checked: each names its field.
+@pytest.mark.parametrize(
+    "claim, field",
+    [
+        (_claim(method="fw_lora"), "families.sentiment.claims[0].method"),
+        (_claim(against="dora"), "families.sentiment.claims[0].against"),
+        (_claim(against="lora"), "families.sentiment.claims[0].against"),
+        (_claim(metric="acuracy"), "families.sentiment.claims[0].metric"),
+        (_claim(metric="rougeL"), "families.sentiment.claims[0].metric"),
+        (_claim(comparison="value", seed_values={"adalora": 0.9}), "families.sentiment.claims[0].seed_values"),
+    ],
+)
+def test_a_claim_names_this_familys_methods_and_a_metric_of_its_task(raw, claim, field):
+    raw["families"]["sentiment"]["claims"] = [claim]
+    assert field in _error(raw)

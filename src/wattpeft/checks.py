@@ -104,6 +104,23 @@ def _family_problems(cfg: dict) -> Iterator[str]:
                 method_config(method).from_params(method_params(cfg, fam_name, method), where=f"{where}.methods.{method}")
             except ValueError as err:
                 yield str(err)
+        yield from _claim_problems(where, fam, None if task is None else metrics_of_task(task))
+
+
+def _claim_problems(where: str, fam: dict, known_metrics: tuple[str, ...] | None) -> Iterator[str]:
+    """A claim names this family's methods and a metric its task produces. A budget the
+    family does not run is legal: the claim is then reported as not comparable here."""
+    for i, claim in enumerate(fam.get("claims", [])):
+        at = f"{where}.claims[{i}]"
+        for key in ("method", "against"):
+            if key in claim and claim[key] not in fam["methods"]:
+                yield f"{at}.{key}: {claim[key]!r} is not a method of this family; choose one of {list(fam['methods'])}"
+        if claim.get("against") == claim["method"]:
+            yield f"{at}.against: {claim['method']!r} is compared with itself"
+        if known_metrics is not None and claim["metric"] not in known_metrics:
+            yield f"{at}.metric: {claim['metric']!r} is not a metric of this task; choose one of {list(known_metrics)}"
+        if claim["comparison"] == "value" and claim["method"] not in claim.get("seed_values", {}):
+            yield f"{at}.seed_values: a value claim needs the seed's value for {claim['method']!r}"
 
 
 def _search_spaces(cfg: dict) -> Iterator[tuple[str, dict, list[str]]]:

@@ -151,6 +151,7 @@ def family_targets(family):
 
 def all_targets():
     targets = ["results/comparison/aggregated_metrics.json"]
+    targets += [f"results/comparison/claims.{ext}" for ext in ("html", "json", "md")]
     for family in CFG["families"]:
         targets += family_targets(family)
     return targets

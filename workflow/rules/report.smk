@@ -93,3 +93,30 @@ rule learning_curve:
         code=code_version("learning_curve"),
     script:
         "../../scripts/learning_curve.py"
+
+
+# Seed documents' claims (families.<name>.claims in the config), each filled with this
+# workflow's measurements and a verdict; claims.md is the README's table.
+rule claims:
+    input:
+        expand(
+            "results/comparison/{family}/aggregated_metrics.json",
+            family=list(CFG["families"]),
+        ),
+    output:
+        html=report(
+            "results/comparison/claims.html",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        json="results/comparison/claims.json",
+        md="results/comparison/claims.md",
+    log:
+        "logs/report/claims.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        families=canonical(CFG["families"]),
+        code=code_version("claims"),
+    script:
+        "../../scripts/claims.py"

@@ -1,4 +1,4 @@
-"""Report stage: per-family aggregation, the top-level aggregate and figures."""
+"""Report stage: per-family aggregation, the top-level aggregate, figures and seed claims."""
 
 from __future__ import annotations
 
@@ -38,3 +38,14 @@ def run_learning_curve(train_log: Path, out_png: Path, title: str) -> None:
     from ..report.figures import plot_learning_curve
 
     plot_learning_curve(Path(train_log), Path(out_png).with_suffix(""), title)
+
+
+def run_claims(family_paths: list[Path], families_cfg: dict[str, Any], out_dir: Path) -> dict:
+    """Every family's seed claims against its aggregated_metrics.json: claims.json, .md, .html."""
+    from ..report.claims import write_claims
+
+    families = {}
+    for path in family_paths:
+        obj = read_json(path)
+        families[obj["family"]] = (families_cfg[obj["family"]], obj)
+    return write_claims(families, Path(out_dir))
