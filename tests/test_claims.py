@@ -269,23 +269,24 @@ def _with_claim(raw: dict, **fields) -> dict:
     cfg = copy.deepcopy(raw)
     entry = {"claim": "LoRA matches AdaLoRA", "seed": "004", "metric": "accuracy", "budget": 0.5,
              "method": "lora", "against": "adalora", "comparison": "matches", "tolerance": 0.01, **fields}
-    cfg["families"]["sentiment"]["claims"] = [{k: v for k, v in entry.items() if v is not None}]
+    cfg["families"]["fwlora_rt"]["claims"] = [{k: v for k, v in entry.items() if v is not None}]
     return cfg
 
 
 def test_a_valid_claim_passes_even_at_a_budget_the_family_does_not_run(raw):
-    cfg = validate_config(_with_claim(raw, budget=0.2, seed_setting=SEED_SETTING, seed_values={"lora": 0.93}))
-    assert cfg["families"]["sentiment"]["claims"][0]["budget"] == 0.2
+    cfg = validate_config(_with_claim(raw, budget=0.1, seed_setting=SEED_SETTING, seed_values={"lora": 0.93}))
+    assert cfg["families"]["fwlora_rt"]["claims"][0]["budget"] == 0.1
+    assert 0.1 not in cfg["families"]["fwlora_rt"]["budgets"]
 
 
 @pytest.mark.parametrize(
     "fields, expected",
     [
-        ({"colour": "red"}, "families.sentiment.claims.0.colour (unknown key)"),
+        ({"colour": "red"}, "families.fwlora_rt.claims.0.colour (unknown key)"),
         ({"comparison": "ratio_at_most", "tolerance": None}, "'ratio' is a required property"),
         ({"comparison": "better", "against": None}, "'against' is a required property"),
         ({"comparison": "value", "against": None, "tolerance": None}, "'tolerance' is a required property"),
-        ({"comparison": "about"}, "families.sentiment.claims.0.comparison"),
+        ({"comparison": "about"}, "families.fwlora_rt.claims.0.comparison"),
     ],
 )
 def test_the_schema_rejects_a_malformed_claim(raw, fields, expected):

@@ -43,14 +43,14 @@ def test_default_config_is_valid():
 @pytest.mark.parametrize(
     "mutate, field",
     [
-        (lambda c: c["families"]["sentiment"]["methods"].update(magic={"role": "baseline"}), "families.sentiment.methods"),
+        (lambda c: c["families"]["fwlora_rt"]["methods"].update(magic={"role": "baseline"}), "families.fwlora_rt.methods"),
         (lambda c: c["training"].update(epochs="two"), "training.epochs"),
-        (lambda c: c["families"]["sentiment"].update(dataset="imdb"), "families.sentiment.dataset"),
+        (lambda c: c["families"]["fwlora_rt"].update(dataset="imdb"), "families.fwlora_rt.dataset"),
         (lambda c: c.update(threads=4), "threads (unknown key)"),
         (lambda c: c["training"].update(gpus=1), "training.gpus (unknown key)"),
         (lambda c: c.update(mode="quick"), "mode"),
-        (lambda c: c["families"]["sentiment"].update(model="bert-large"), "families.sentiment.model"),
-        (lambda c: c["families"]["sentiment"].update(budgets=[-1]), "families.sentiment.budgets.0"),
+        (lambda c: c["families"]["fwlora_rt"].update(model="bert-large"), "families.fwlora_rt.model"),
+        (lambda c: c["families"]["fwlora_rt"].update(budgets=[-1]), "families.fwlora_rt.budgets.0"),
     ],
 )
 def test_bad_config_names_the_field(raw, mutate, field):
@@ -81,16 +81,16 @@ LATE_FAILURES = [
     (_set(SPACE, {"type": "categorical"}), SPACE + ".choices"),
     (_set("optuna.search_space.epochs", {"type": "int", "low": 1.5, "high": 3}), "optuna.search_space.epochs"),
     (_set("optuna.search_space.learning_rat", {"type": "uniform", "low": 0.1, "high": 0.2}), "learning_rat"),
-    (_set("families.sentiment.methods.adalora.optuna", {"search_space": {"alpha": {"type": "categorical", "choices": [8]},
+    (_set("families.fwlora_rt.methods.adalora.optuna", {"search_space": {"alpha": {"type": "categorical", "choices": [8]},
                                                                         "init_rnk_ratio": {"type": "categorical", "choices": [2]}}}),
-     "families.sentiment.methods.adalora.optuna.search_space.init_rnk_ratio"),
+     "families.fwlora_rt.methods.adalora.optuna.search_space.init_rnk_ratio"),
     (_set("methods.lora.alhpa", 16), "alhpa"),
     (_set("methods.lora.dropout", 1.5), "dropout"),
     (_set("methods.adalora.target_rank_ratio", 0.5), "target_rank_ratio"),
-    (_set("families.sentiment.methods.lora", {"role": "baseline", "rank": "eight"}), "rank"),
-    (_set("families.sentiment.primary_metric", {"name": "rougeL", "direction": "maximize"}), "families.sentiment.primary_metric.name"),
+    (_set("families.fwlora_rt.methods.lora", {"role": "baseline", "rank": "eight"}), "rank"),
+    (_set("families.fwlora_rt.primary_metric", {"name": "rougeL", "direction": "maximize"}), "families.fwlora_rt.primary_metric.name"),
     (_set("families.summarisation.primary_metric", {"name": "accuracy", "direction": "maximize"}), "families.summarisation.primary_metric.name"),
-    (_set("families.sentiment.primary_metric", {"name": "acuracy", "direction": "maximize"}), "families.sentiment.primary_metric.name"),
+    (_set("families.fwlora_rt.primary_metric", {"name": "acuracy", "direction": "maximize"}), "families.fwlora_rt.primary_metric.name"),
     (_set("datasets.rt_sentiment", {"source": "local", "path": "data/missing.csv", "format": "csv",
                                      "task": "classification", "columns": {"text": "t", "label": "l"}}), "datasets.rt_sentiment.path"),
     (_set("models.minilm", {"source": "local", "path": "no/such/model"}), "models.minilm.path"),
@@ -123,13 +123,13 @@ def test_each_stage_reads_only_its_view_so_evaluation_and_roles_retrain_nothing(
     from wattpeft.config import config_view
 
     def views(cfg):
-        run = resolve_run_config(validate_config(copy.deepcopy(cfg)), "sentiment--lora--b0.5--s0")
+        run = resolve_run_config(validate_config(copy.deepcopy(cfg)), "fwlora_rt--lora--b0.5--s0")
         return {view: config_view(run, view) for view in ("train", "search", "evaluate", "log")}
 
     before = views(raw)
     raw["evaluation"]["latency_samples"] = 7
     raw["wandb"]["project"] = "elsewhere"
-    raw["families"]["sentiment"]["methods"]["lora"]["role"] = "proposed"
+    raw["families"]["fwlora_rt"]["methods"]["lora"]["role"] = "proposed"
     after = views(raw)
     assert after["train"] == before["train"] and after["search"] == before["search"]
     assert after["evaluate"] != before["evaluate"] and after["log"] != before["log"]
@@ -144,7 +144,7 @@ def test_resources_stay_out_of_the_schema():
 def test_trial_mode_caps_training_and_disables_search(raw):
     raw["mode"] = "trial"
     cfg = validate_config(raw)
-    run = resolve_run_config(cfg, "sentiment--lora--b0.5--s1")
+    run = resolve_run_config(cfg, "fwlora_rt--lora--b0.5--s1")
     assert run["training"]["epochs"] == 1
     assert run["training"]["max_batches_per_epoch"] == 2
     assert run["optuna"]["n_trials"] == 0
@@ -172,8 +172,8 @@ def test_changing_one_method_changes_only_its_runs(raw):
 
 def test_run_id_round_trip_and_tuned_params(raw):
     cfg = validate_config(raw)
-    key = parse_run_id("sentiment--adalora--b0.5--s2")
-    assert (key.family, key.method, key.budget, key.seed) == ("sentiment", "adalora", 0.5, 2)
+    key = parse_run_id("fwlora_rt--adalora--b0.5--s2")
+    assert (key.family, key.method, key.budget, key.seed) == ("fwlora_rt", "adalora", 0.5, 2)
     with pytest.raises(ConfigError):
         parse_run_id("sentiment-lora")
     run = resolve_run_config(cfg, key.run_id)
@@ -184,7 +184,7 @@ def test_run_id_round_trip_and_tuned_params(raw):
 
 
 def test_snakemake_rejects_bad_config_fast_and_starts_no_job(tmp_path, raw):
-    raw["families"]["sentiment"]["methods"]["nonsense"] = {"role": "baseline"}
+    raw["families"]["fwlora_rt"]["methods"]["nonsense"] = {"role": "baseline"}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
     started = time.monotonic()
@@ -195,17 +195,17 @@ def test_snakemake_rejects_bad_config_fast_and_starts_no_job(tmp_path, raw):
     )
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
-    assert "families.sentiment.methods" in proc.stdout + proc.stderr
+    assert "families.fwlora_rt.methods" in proc.stdout + proc.stderr
     assert elapsed < 5.0, f"rejecting a bad config took {elapsed:.1f} s"
     assert not (tmp_path / "work" / "results").exists()
 
 
 def test_a_method_can_override_the_search_space(raw):
     space = {"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2}}
-    raw["families"]["sentiment"]["methods"]["adalora"] = {"role": "baseline", "optuna": {"search_space": space}}
+    raw["families"]["fwlora_rt"]["methods"]["adalora"] = {"role": "baseline", "optuna": {"search_space": space}}
     cfg = validate_config(raw)
-    ada = resolve_run_config(cfg, "sentiment--adalora--b0.5--s0")
-    lora = resolve_run_config(cfg, "sentiment--lora--b0.5--s0")
+    ada = resolve_run_config(cfg, "fwlora_rt--adalora--b0.5--s0")
+    lora = resolve_run_config(cfg, "fwlora_rt--lora--b0.5--s0")
     assert ada["optuna"]["search_space"] == space and "optuna" not in ada["method_params"]
     assert lora["optuna"]["search_space"] == raw["optuna"]["search_space"]
 
@@ -264,14 +264,25 @@ def _claim(**fields) -> dict:
 @pytest.mark.parametrize(
     "claim, field",
     [
-        (_claim(method="fw_lora"), "families.sentiment.claims[0].method"),
-        (_claim(against="dora"), "families.sentiment.claims[0].against"),
-        (_claim(against="lora"), "families.sentiment.claims[0].against"),
-        (_claim(metric="acuracy"), "families.sentiment.claims[0].metric"),
-        (_claim(metric="rougeL"), "families.sentiment.claims[0].metric"),
-        (_claim(comparison="value", seed_values={"adalora": 0.9}), "families.sentiment.claims[0].seed_values"),
+        (_claim(method="dora"), "families.fwlora_rt.claims[0].method"),
+        (_claim(against="dora"), "families.fwlora_rt.claims[0].against"),
+        (_claim(against="lora"), "families.fwlora_rt.claims[0].against"),
+        (_claim(metric="acuracy"), "families.fwlora_rt.claims[0].metric"),
+        (_claim(metric="rougeL"), "families.fwlora_rt.claims[0].metric"),
+        (_claim(comparison="value", seed_values={"adalora": 0.9}), "families.fwlora_rt.claims[0].seed_values"),
     ],
 )
 def test_a_claim_names_this_familys_methods_and_a_metric_of_its_task(raw, claim, field):
-    raw["families"]["sentiment"]["claims"] = [claim]
+    raw["families"]["fwlora_rt"]["claims"] = [claim]
     assert field in _error(raw)
+
+
+def test_a_method_can_override_training_settings_for_its_runs_only(raw):
+    raw["families"]["fwlora_rt"]["methods"]["adalora"]["training"] = {"learning_rate": 3e-2}
+    cfg = validate_config(raw)
+    ada = resolve_run_config(cfg, "fwlora_rt--adalora--b0.5--s0")
+    lora = resolve_run_config(cfg, "fwlora_rt--lora--b0.5--s0")
+    assert ada["training"]["learning_rate"] == 3e-2 and "training" not in ada["method_params"]
+    assert lora["training"]["learning_rate"] == raw["families"]["fwlora_rt"]["training"]["learning_rate"]
+    raw["families"]["fwlora_rt"]["methods"]["adalora"]["training"] = {"learning_rat": 3e-2}
+    assert "families.fwlora_rt.methods.adalora.training.learning_rat (unknown key)" in _error(raw)

@@ -208,7 +208,7 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
     if key.method not in fam["methods"]:
         raise ConfigError(f"run {run_id}: method {key.method!r} is not in family {key.family!r}")
     method_entry = fam["methods"][key.method]
-    training = {**cfg["training"], **fam.get("training", {})}
+    training = {**cfg["training"], **fam.get("training", {}), **method_entry.get("training", {})}
     optuna = {**cfg["optuna"], **fam.get("optuna", {}), **method_entry.get("optuna", {})}
     wandb = dict(cfg["wandb"])
     if cfg["mode"] == "trial":
@@ -237,11 +237,15 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
     return canonical(resolved)
 
 
+# Keys of a family's method entry that are not method parameters.
+METHOD_ENTRY_KEYS = ("role", "optuna", "training")
+
+
 def method_params(cfg: dict[str, Any], family: str, method: str) -> dict[str, Any]:
     """A method's parameters in a family: the global defaults, then the family's entry."""
     entry = cfg["families"][family]["methods"][method]
     params = dict(cfg["methods"].get(method, {}))
-    params.update({k: v for k, v in entry.items() if k not in ("role", "optuna")})
+    params.update({k: v for k, v in entry.items() if k not in METHOD_ENTRY_KEYS})
     return params
 
 
