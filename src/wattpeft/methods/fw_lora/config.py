@@ -14,8 +14,8 @@ class Config(MethodConfig):
     fisher_warmup_steps: int = param(500, lambda v: v >= 1, "must be >= 1")
     # lambda: weight of the shrinkage term (seed: 1e-4).
     shrink_lambda: float = param(1e-4, lambda v: v >= 0, "must be >= 0")
-    # F <- ema x F + (1 - ema) x ||dL/dW||^2 at each warm-up step.
-    fisher_ema: float = param(0.9, lambda v: 0 <= v < 1, "must be in [0, 1)")
+    # F <- ema x F + (1 - ema) x ||dL/dW||^2 at each warm-up step (seed: 0.98).
+    fisher_ema: float = param(0.98, lambda v: 0 <= v < 1, "must be in [0, 1)")
     # How ||dL/dW||^2 is computed (methods/fisher.py): auto, exact or probes.
     fisher_estimator: str = param("auto", lambda v: v in FISHER_ESTIMATORS, f"must be one of {', '.join(FISHER_ESTIMATORS)}")
     # Gaussian probes per batch for the probe estimate.
