@@ -64,12 +64,20 @@ def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_pat
     (optuna.seed), so that no final run replays the best trial; a diverging trial fails
     alone and hopeless ones are pruned (training/search.py)."""
     from ..training.search import run_search as optuna_search
+
+    metric, direction = search_objective(run_cfg)
+    search_seed = run_cfg["optuna"]["seed"]
+    space, n_trials = run_cfg["optuna"].get("search_space", {}), run_cfg["optuna"]["n_trials"]
+    if n_trials == 0 or not space:  # nothing to search: answer without loading torch or data
+        result = optuna_search(None, space, n_trials, direction, search_seed)
+        result.update(objective=metric, group_id=run_cfg["group_id"])
+        write_json(out_path, result)
+        return result
+
     from ..training.trainer import NonFiniteLossError
 
     pin_threads(threads)
     data = open_run_data(data_dir)
-    metric, direction = search_objective(run_cfg)
-    search_seed = run_cfg["optuna"]["seed"]
 
     def objective(params: dict[str, Any], report) -> float:
         trial_cfg = apply_params({**run_cfg, "seed": search_seed}, params)
@@ -78,10 +86,7 @@ def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_pat
                                on_validation=lambda m: report(next(epochs), m[metric]))
         return outcome.validation[metric]
 
-    result = optuna_search(
-        objective, run_cfg["optuna"].get("search_space", {}), run_cfg["optuna"]["n_trials"],
-        direction, search_seed, failures=(NonFiniteLossError,),
-    )
+    result = optuna_search(objective, space, n_trials, direction, search_seed, failures=(NonFiniteLossError,))
     result.update(objective=metric, group_id=run_cfg["group_id"])
     write_json(out_path, result)
     return result
