@@ -415,3 +415,141 @@ def test_a_counter_with_no_valid_window_is_never_called_no_counter():
               "energy_source": "nvml_counter", "energy_flags": ["counter_reset"]}}}}
     cell = _table_cell(family, "energy_j_per_sample", "g")
     assert "no counter" not in cell and "counter_reset" in cell
+
+
+# ---------------------------------------------------------------- per-module data and the new figure kinds
+
+MODULE_TYPES = ("attention.self.query", "attention.self.value", "output.dense")
+TRAIN_TIME = {"fwlora": 60.0, "adalora": 80.0, "lora": 40.0}  # vs lora: 1.50x and 2.00x
+DELTA_SCALE = {"fwlora": 1.0, "adalora": 0.8, "lora": 0.6}
+# lora is neither the first method nor the first baseline: the table must still pick it.
+RANKED = {
+    "primary_metric": {"name": "accuracy", "direction": "maximize"},
+    "methods": {"fwlora": {"role": "proposed"}, "adalora": {"role": "baseline"}, "lora": {"role": "baseline"}},
+}
+
+
+def module_names(n_layers: int = 3) -> list[str]:
+    return [f"bert.encoder.layer.{i}.{kind}" for i in range(n_layers) for kind in MODULE_TYPES]
+
+
+def per_module(method: str, seed: int, budget: float, importance: bool = True) -> dict:
+    names = module_names()
+    scale = DELTA_SCALE[method] * budget
+    data = {"delta_norm": {name: scale * (1.0 + i) + 0.1 * seed for i, name in enumerate(names)}}
+    data["delta_norm"]["classifier"] = 2.0  # outside numbered layers: in the data, not on the grid
+    if method == "fwlora" and importance:
+        raw = [1.0 + i + seed for i in range(len(names))]
+        data["importance"] = {name: value / sum(raw) for name, value in zip(names, raw)}
+    return data
+
+
+def module_family(root: Path, methods=tuple(RANKED["methods"]), importance: bool = True,
+                  budgets=(0.5, 1.0)) -> dict:
+    """A sentiment family with two seeds per (method, budget), each run carrying per_module."""
+    records = []
+    for method in methods:
+        for budget in budgets:
+            for seed, accuracy in enumerate(ACCURACY[method][:2]):
+                metrics = classification_metrics(accuracy, 0.02) | {"train_time_s": TRAIN_TIME[method] * budget}
+                record = run_record("sentiment", method, seed, metrics, "estimated", budget=budget)
+                records.append(record | {"per_module": per_module(method, seed, budget, importance)})
+    cfg = {**RANKED, "methods": {m: RANKED["methods"][m] for m in methods}}
+    return aggregate_family("sentiment", write_records(root, records), cfg)
+
+
+def test_per_module_data_reaches_the_aggregated_run_record(tmp_path):
+    family = module_family(tmp_path)
+    assert family["runs"]["sentiment--fwlora--b0.5--s1"]["per_module"] == per_module("fwlora", 1, 0.5)
+    lora = family["runs"]["sentiment--lora--b1.0--s0"]["per_module"]
+    assert set(lora) == {"delta_norm"} and lora["delta_norm"]["classifier"] == 2.0
+    assert "per_module" not in family["metrics"] and "delta_norm" not in family["summary"]  # metrics stay scalar
+
+
+def test_run_without_per_module_data_aggregates_with_null(written):
+    assert written[0]["families"]["sentiment"]["runs"]["sentiment--lora--b0.5--s0"]["per_module"] is None
+
+
+def test_module_names_split_into_layer_index_and_module_type():
+    from wattpeft.report.layers import layer_grid, split_module_name
+
+    assert split_module_name("bert.encoder.layer.3.attention.self.query") == (3, "attention.self.query")
+    assert split_module_name("model.layers.11.mlp.down_proj") == (11, "mlp.down_proj")
+    assert split_module_name("classifier") == (None, "classifier")
+    assert split_module_name("bert.pooler.dense") == (None, "bert.pooler.dense")
+    grid = layer_grid([*module_names(2), "classifier"])
+    assert (grid.n_layers, grid.types, grid.outside) == (2, list(MODULE_TYPES), ["classifier"])
+
+
+def test_module_statistics_are_means_over_seeds_and_unchanged_layers_count_as_zero(tmp_path):
+    from wattpeft.report.layers import group_module_stats
+
+    family = module_family(tmp_path)
+    stats = group_module_stats(family, "sentiment--lora--b1.0", "delta_norm", absent=0.0)
+    first = stats["bert.encoder.layer.0.attention.self.query"]
+    assert first["mean"] == pytest.approx(0.65) and first["n"] == 2 and first["se"] == pytest.approx(0.05)
+    run = family["runs"]["sentiment--lora--b1.0--s1"]
+    del run["per_module"]["delta_norm"]["bert.encoder.layer.2.output.dense"]  # unchanged in seed 1
+    stats = group_module_stats(family, "sentiment--lora--b1.0", "delta_norm", absent=0.0)
+    assert stats["bert.encoder.layer.2.output.dense"]["mean"] == pytest.approx(0.6 * 9 / 2)
+
+
+def test_method_budget_table_times_are_relative_to_lora(tmp_path):
+    from wattpeft.report.figures import method_budget_table
+
+    table = method_budget_table(module_family(tmp_path))
+    assert table["reference"] == "lora"
+    assert table["methods"] == ["fwlora", "adalora", "lora"] and table["budgets"] == [0.5, 1.0]
+    cells = dict(zip(table["methods"], table["cells"]))
+    # Relative to fwlora (first method) they would read 1.00x, to adalora (first baseline) 0.75x.
+    assert all("time 1.50×" in cell for cell in cells["fwlora"])
+    assert all("time 2.00×" in cell for cell in cells["adalora"])
+    assert all("time 1.00×" in cell for cell in cells["lora"])
+    # accuracy in percent with one decimal, MCC with two, mean ± se over the two seeds
+    assert cells["fwlora"][0] == "acc 81.0 ± 1.0 / MCC 0.62 ± 0.02\nn=2 · time 1.50×"
+    assert table["best"] == [0, 0]  # fwlora has the best mean accuracy at both budgets
+
+
+def test_method_budget_table_without_lora_uses_the_first_baseline(tmp_path):
+    from wattpeft.report.figures import method_budget_table
+
+    table = method_budget_table(module_family(tmp_path, methods=("fwlora", "adalora")))
+    assert table["reference"] == "adalora" and "first baseline" in table["reference_note"]
+    assert all("time 0.75×" in cell for cell in table["cells"][0])
+
+
+def _figure_text(kind: str, family_obj: dict) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    FIGURES[kind](fig, "sentiment", family_obj)
+    texts = [t.get_text() for t in fig.texts]
+    texts += [t.get_text() for ax in fig.axes for t in (*ax.texts, ax.title)]
+    return " ".join(" ".join(texts).split())  # wrapped titles joined back into one line
+
+
+@pytest.mark.parametrize("importance", [True, False])
+@pytest.mark.parametrize("kind", ["method_budget_table", "importance", "delta_norm"])
+def test_new_figure_kinds_draw_per_module_data(tmp_path, kind, importance):
+    family = module_family(tmp_path / "runs", importance=importance)
+    paths = make_figure(kind, "sentiment", family, tmp_path / kind)
+    assert [p.read_bytes()[:4] for p in paths] == [PDF_MAGIC, PNG_MAGIC]
+    text = _figure_text(kind, family)
+    if kind == "importance":
+        said = "no method in family sentiment reports per-module importance"
+        assert (said in text) != importance
+    if kind == "delta_norm":
+        assert "‖ΔW‖_F (merged − base)" in text and "attention.self.value" in text
+    if kind == "method_budget_table":
+        assert "reference: lora" in text
+
+
+def test_delta_norm_figure_keeps_the_largest_budget_when_space_is_short(tmp_path, monkeypatch):
+    import wattpeft.report.figures as figures
+
+    monkeypatch.setattr(figures, "MAX_DELTA_PANELS", 4)  # 2 budgets x 3 module types = 6 panels
+    family = module_family(tmp_path / "runs", methods=("lora",))
+    _, budgets, note, _, _ = figures._delta_layout(family)
+    assert budgets == [1.0] and "largest budget only" in note
+    assert "largest budget only" in _figure_text("delta_norm", family)
+    make_figure("delta_norm", "sentiment", family, tmp_path / "delta")

@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -59,3 +60,66 @@ def test_search_trials_train_with_the_search_seed_not_a_final_seed(tmp_path, mon
     result = finetune.run_search(search_cfg, tmp_path, tmp_path, tmp_path / "best.json")
     assert seeds == [77, 77] and result["search_seed"] == 77
     assert 77 not in cfg["families"]["sentiment"]["seeds"]
+
+
+def test_delta_norms_name_changed_linear_layers_as_the_base_model_does():
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from wattpeft.stages.harden import delta_norms, linear_weights
+
+    torch.manual_seed(0)
+    layer = nn.Sequential(OrderedDict(query=nn.Linear(4, 3), value=nn.Linear(4, 3), norm=nn.LayerNorm(3)))
+    base = nn.Sequential(OrderedDict(encoder=nn.Sequential(OrderedDict(layer=nn.ModuleList([layer])))))
+    snapshot = linear_weights(base)
+    assert set(snapshot) == {"encoder.layer.0.query", "encoder.layer.0.value"}
+
+    class Wrapper(nn.Module):  # like peft's PeftModel: names gain a base_model.model. prefix
+        def __init__(self, model):
+            super().__init__()
+            self.base_model = nn.Module()
+            self.base_model.model = model
+
+    delta = torch.zeros(3, 4)
+    delta[0, 0], delta[2, 1] = 3.0, 4.0  # ‖ΔW‖_F = 5
+    with torch.no_grad():
+        layer.query.weight += delta  # in place, as a merge does: the snapshot must be a copy
+        layer.query.bias += 1.0  # a bias change is not a weight change
+        layer.norm.weight += 1.0  # not a linear layer
+    norms = delta_norms(snapshot, Wrapper(base))
+    assert list(norms) == ["encoder.layer.0.query"]  # the unchanged value layer is absent
+    assert norms["encoder.layer.0.query"] == pytest.approx(5.0, rel=1e-6)
+
+
+def test_delta_norms_of_a_merged_lora_adapter(tmp_path):
+    from helpers import make_method, tiny_bert
+
+    from wattpeft.stages.harden import base_module_name, delta_norms, linear_weights
+
+    method = make_method("lora")
+    trained = method.attach(tiny_bert())
+    with torch.no_grad():
+        for name, param in trained.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.1)  # B starts at 0: give the adapter an update
+        expected = {base_module_name(name): float(torch.linalg.matrix_norm(module.get_delta_weight("default")))
+                    for name, module in trained.named_modules() if hasattr(module, "get_delta_weight")}
+    method.save(trained, tmp_path / "adapter")
+
+    base = tiny_bert()
+    snapshot = linear_weights(base)  # before load: peft merges into base's own weights
+    norms = delta_norms(snapshot, method.harden(method.load(base, tmp_path / "adapter")))
+    assert "bert.encoder.layer.0.attention.self.query" in norms
+    assert set(norms) == set(expected)  # the classifier is unchanged (same init): absent
+    assert all(norms[name] == pytest.approx(value, rel=1e-4) for name, value in expected.items())
+
+
+def test_per_module_data_for_metrics_json():
+    from wattpeft.stages.evaluate import per_module_data
+
+    card = {"delta_norms": {"bert.encoder.layer.0.attention.self.query": 0.5}}
+    assert per_module_data(card, {"trainable_params": 10}) == {"delta_norm": card["delta_norms"]}
+    importance = {"bert.encoder.layer.0.attention.self.query": 1.0}
+    assert per_module_data(card, {"importance": importance})["importance"] == importance
+    assert per_module_data({}, {}) == {"delta_norm": {}}

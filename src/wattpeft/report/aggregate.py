@@ -411,7 +411,7 @@ def _run_provenance(run: dict) -> dict:
             "hardware", "energy_source", "mode")
     record = {key: run[key] for key in keys}
     for optional in ("energy_reason", "energy_flags", "energy_windows", "budget_achieved_pct",
-                     "model", "dataset", "task", "n_test"):
+                     "model", "dataset", "task", "n_test", "per_module"):
         record[optional] = run.get(optional)
     record["metrics_file"] = run["_path"]
     return record

@@ -22,10 +22,14 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from wattpeft.report.aggregate import MAXIMIZE, MEASURED_ENERGY_SOURCES
 from wattpeft.report.kinds import FIGURE_KINDS
+from wattpeft.report.layers import LayerGrid, family_module_stats
+from wattpeft.report.stats import is_number
 from wattpeft.utils.io import atomic_path
 
 RC = {
@@ -373,6 +377,303 @@ def _best_column(family_obj: dict, metric: str, group_ids: list[str]) -> int | N
     return ranked[0][0] if ranked[0][1] != ranked[1][1] else None
 
 
+# ---------------------------------------------------------------- method x budget table
+
+REFERENCE_METHOD = "lora"  # training time is a ratio to this method's, else to the first baseline's
+CLASSIFICATION_METRICS = ("accuracy", "mcc")
+SHORT_METRIC_LABELS = {"accuracy": "acc", "mcc": "MCC", "macro_f1": "F1", "rouge1": "ROUGE-1",
+                       "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+METHOD_COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000", "#f0e442")
+NOT_RUN = "not run"
+
+
+def _methods(family_obj: dict, group_ids: list[str] | None = None) -> list[str]:
+    """Methods in configured order (the groups' order), of `group_ids` when given."""
+    groups = family_obj["groups"]
+    return list(dict.fromkeys(groups[g]["method"] for g in (group_ids if group_ids is not None else groups)))
+
+
+def _budgets(family_obj: dict, group_ids: list[str] | None = None) -> list:
+    groups = family_obj["groups"]
+    budgets = dict.fromkeys(groups[g]["budget"] for g in (group_ids if group_ids is not None else groups))
+    return sorted(budgets, key=lambda b: (0, b, "") if is_number(b) else (1, 0, str(b)))
+
+
+def _group_at(family_obj: dict, method: str, budget, group_ids: list[str] | None = None) -> str | None:
+    for gid in group_ids if group_ids is not None else family_obj["groups"]:
+        prov = family_obj["groups"][gid]
+        if prov["method"] == method and prov["budget"] == budget:
+            return gid
+    return None
+
+
+def _budget_text(budget) -> str:
+    return f"budget {budget:g}%" if is_number(budget) else f"budget {budget}"
+
+
+def reference_method(family_obj: dict) -> tuple[str | None, str]:
+    """(the method training times are compared with, why that one)."""
+    methods = _methods(family_obj)
+    if REFERENCE_METHOD in methods:
+        return REFERENCE_METHOD, f"the family has {REFERENCE_METHOD}"
+    roles = {prov["method"]: prov["role"] for prov in family_obj["groups"].values()}
+    baselines = [m for m in methods if roles[m] == "baseline"]
+    if baselines:
+        return baselines[0], f"no {REFERENCE_METHOD} in this family: its first baseline"
+    return None, f"no {REFERENCE_METHOD} and no baseline in this family"
+
+
+def _table_metrics(family_obj: dict) -> list[str]:
+    """The primary metric; for classification, accuracy and MCC where present (in that order)."""
+    primary = family_obj["primary_metric"]
+    tasks = {run.get("task") for run in family_obj["runs"].values()}
+    if "classification" not in tasks and primary not in (*CLASSIFICATION_METRICS, "macro_f1"):
+        return [primary]
+    extra = [m for m in CLASSIFICATION_METRICS if m in family_obj["summary"]]
+    return extra if primary in extra else [primary, *extra]
+
+
+def _mean_se_text(family_obj: dict, metric: str, group_id: str) -> str:
+    """'acc 77.3 ± 1.3' (accuracy in percent), 'MCC 0.54 ± 0.02', else format_value."""
+    label = SHORT_METRIC_LABELS.get(metric, metric)
+    stats = _stats(family_obj, metric, group_id)
+    if stats is None or stats["mean"] is None:
+        return f"{label} {_missing_text(stats, metric)}"
+    spread = f" ± {_table_number(metric, stats['se'])}" if stats["se"] is not None else ""
+    return f"{label} {_table_number(metric, stats['mean'])}{spread}"
+
+
+def _table_number(metric: str, value: float) -> str:
+    if metric == "accuracy":
+        return f"{100.0 * value:.1f}"  # percent, one decimal
+    if metric == "mcc":
+        return f"{value:.2f}"
+    return format_value(value)
+
+
+def _time_ratio_text(family_obj: dict, group_id: str, reference: str | None) -> str:
+    if reference is None:
+        return "time: no reference"
+    ref_gid = _group_at(family_obj, reference, family_obj["groups"][group_id]["budget"])
+    if ref_gid is None:
+        return f"time n/a (no {reference} at this budget)"
+    own = _mean(_stats(family_obj, "train_time_s", group_id))
+    ref = _mean(_stats(family_obj, "train_time_s", ref_gid))
+    if own is None or ref is None or ref <= 0:
+        return f"time {UNAVAILABLE}"
+    return f"time {own / ref:.2f}×"
+
+
+def method_budget_table(family_obj: dict) -> dict:
+    """The results table: {methods, budgets, reference, reference_note, metrics, cells, best},
+    cells[i][j] the text for methods[i] at budgets[j]; best[j] the row of the strictly best
+    primary-metric mean at budgets[j] (None without a strict winner)."""
+    methods, budgets = _methods(family_obj), _budgets(family_obj)
+    reference, note = reference_method(family_obj)
+    metrics = _table_metrics(family_obj)
+    primary = family_obj["primary_metric"]
+    cells, best = [], []
+    for method in methods:
+        row = []
+        for budget in budgets:
+            gid = _group_at(family_obj, method, budget)
+            if gid is None:
+                row.append(NOT_RUN)
+                continue
+            n = (_stats(family_obj, primary, gid) or {}).get("n", 0)
+            values = " / ".join(_mean_se_text(family_obj, m, gid) for m in metrics)
+            row.append(f"{values}\nn={n} · {_time_ratio_text(family_obj, gid, reference)}")
+        cells.append(row)
+    for budget in budgets:
+        column = [_group_at(family_obj, method, budget) for method in methods]
+        present = [gid for gid in column if gid is not None]
+        winner = _best_column(family_obj, primary, present)
+        best.append(None if winner is None else column.index(present[winner]))
+    return {"methods": methods, "budgets": budgets, "reference": reference, "reference_note": note,
+            "metrics": metrics, "cells": cells, "best": best}
+
+
+def draw_method_budget_table(fig: Figure, family: str, family_obj: dict) -> None:
+    """Methods (rows) x budgets (columns): primary metric (accuracy and MCC for classification),
+    mean ± se over seeds with n, and training time relative to the reference method."""
+    data = method_budget_table(family_obj)
+    roles = {prov["method"]: prov["role"] for prov in family_obj["groups"].values()}
+    ax = fig.add_subplot()
+    ax.axis("off")
+    table = ax.table(cellText=data["cells"], rowLabels=[f"{m} [{roles[m]}]" for m in data["methods"]],
+                     colLabels=[_budget_text(b) for b in data["budgets"]], bbox=(0.0, 0.0, 1.0, 1.0),
+                     cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    for col, row in enumerate(data["best"]):
+        if row is not None:
+            table[row + 1, col].set_text_props(fontweight="bold")
+    primary = family_obj["primary_metric"]
+    shown = " and ".join(SHORT_METRIC_LABELS.get(m, m) for m in data["metrics"])
+    percent = " (accuracy in %)" if "accuracy" in data["metrics"] else ""
+    reference = data["reference"]
+    time_text = (f"time: mean training time ÷ the reference method's at the same budget; "
+                 f"reference: {reference} ({data['reference_note']})" if reference
+                 else f"time ratio: {data['reference_note']}")
+    _set_title(ax, f"{family}: {shown}{percent} by method and adapter budget, mean ± se over seeds (n)\n"
+                   f"{time_text}\nbold: best {primary}{_direction_note(family_obj, primary)} per budget",
+               width=int(10.5 * fig.get_figwidth()))
+
+
+# ---------------------------------------------------------------- per-module figures
+
+DELTA_NORM_LABEL = "‖ΔW‖_F (merged − base)"
+MAX_DELTA_PANELS = 24  # more budgets x module types than this: the largest budget alone
+ANNOTATE_CELLS = 120  # importance values are written into heat-map cells up to this many per panel
+
+
+def _method_colors(family_obj: dict) -> dict[str, str]:
+    return {m: METHOD_COLORS[i % len(METHOD_COLORS)] for i, m in enumerate(_methods(family_obj))}
+
+
+def _outside_note(grid: LayerGrid) -> str:
+    if not grid.outside:
+        return ""
+    names = ", ".join(grid.outside[:3]) + (", ..." if len(grid.outside) > 3 else "")
+    return f"\nnot shown: {len(grid.outside)} module(s) outside numbered layers ({names})"
+
+
+def _no_module_data(fig: Figure, title: str, message: str) -> None:
+    ax = fig.add_subplot()
+    _message_axes(ax, message)
+    ax.axis("off")  # a sentence, not an empty plot
+    _set_title(ax, title)
+
+
+def _importance_layout(family_obj: dict) -> tuple[list[str], list, dict, LayerGrid]:
+    stats, grid = family_module_stats(family_obj, "importance")
+    group_ids = list(stats)
+    return _methods(family_obj, group_ids), _budgets(family_obj, group_ids), stats, grid
+
+
+def draw_importance(fig: Figure, family: str, family_obj: dict) -> None:
+    """Heat map of importance I_m (mean over seeds) per layer and module type: one panel per
+    method that reports it and budget; a sentence instead when no method reports it."""
+    methods, budgets, stats, grid = _importance_layout(family_obj)
+    title = f"{family}: per-module importance I_m by layer and module type"
+    if not stats:
+        _no_module_data(fig, title, f"no method in family {family} reports per-module importance I_m\n"
+                                    f"(methods: {', '.join(_methods(family_obj))})")
+        return
+    if not grid.types:
+        _no_module_data(fig, title, "importance is reported only for modules outside numbered layers"
+                                    f"{_outside_note(grid)}")
+        return
+    gs = fig.add_gridspec(len(methods), len(budgets) + 1, width_ratios=[1.0] * len(budgets) + [0.05])
+    means = [100.0 * s["mean"] for per_group in stats.values() for s in per_group.values() if s["mean"] is not None]
+    vmax = max(means, default=0.0) or 1.0  # one colour scale for all panels
+    image = None
+    for row, method in enumerate(methods):
+        for col, budget in enumerate(budgets):
+            ax = fig.add_subplot(gs[row, col])
+            gid = _group_at(family_obj, method, budget, list(stats))
+            if gid is None:
+                _message_axes(ax, f"{method}, {_budget_text(budget)}:\nno importance reported")
+                continue
+            image = _importance_panel(ax, grid, stats[gid], vmax)
+            n = max((s["n"] for s in stats[gid].values()), default=0)
+            ax.set_title(f"{method}, {_budget_text(budget)} (n={n} seeds)", fontsize=8)
+            if row == len(methods) - 1:
+                ax.set_xlabel("module type")
+            if col == 0:
+                ax.set_ylabel("layer index (0 = nearest the input)")
+    if image is not None:
+        colorbar = fig.colorbar(image, cax=fig.add_subplot(gs[:, -1]))
+        colorbar.set_label("importance I_m (% of the run's total; mean over seeds)")
+    fig.suptitle(f"{title}\n(grey: not reported){_outside_note(grid)}", fontsize=10)
+
+
+def _importance_panel(ax: Axes, grid: LayerGrid, module_stats: dict, vmax: float):
+    values = np.full((grid.n_layers, len(grid.types)), np.nan)
+    for (layer, kind), stats in grid.cells(module_stats).items():
+        if stats["mean"] is not None:
+            values[layer, grid.types.index(kind)] = 100.0 * stats["mean"]
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d9d9d9")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=vmax, origin="lower",
+                      aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(grid.types)))
+    ax.set_xticklabels(grid.types, rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(grid.n_layers))
+    if values.size <= ANNOTATE_CELLS:
+        for (layer, col), value in np.ndenumerate(values):
+            if not np.isnan(value):
+                ax.text(col, layer, f"{value:.1f}", ha="center", va="center", fontsize=6,
+                        color="white" if value < 0.6 * vmax else "black")
+    return image
+
+
+def _delta_layout(family_obj: dict) -> tuple[list[str], list, str, dict, LayerGrid]:
+    """(methods, budgets shown, note on the budgets, stats per group, grid)."""
+    stats, grid = family_module_stats(family_obj, "delta_norm", absent=0.0)
+    group_ids = list(stats)
+    budgets = _budgets(family_obj, group_ids)
+    note = ""
+    if len(budgets) > 1 and len(budgets) * len(grid.types) > MAX_DELTA_PANELS:
+        note = f"largest budget only ({len(budgets)} budgets x {len(grid.types)} module types would not fit)"
+        budgets = budgets[-1:]
+    return _methods(family_obj, group_ids), budgets, note, stats, grid
+
+
+def draw_delta_norm(fig: Figure, family: str, family_obj: dict) -> None:
+    """‖ΔW_m‖_F per layer after training: one line per method (mean over seeds, ± se shaded
+    where n >= 2), one panel per module type and budget."""
+    methods, budgets, note, stats, grid = _delta_layout(family_obj)
+    title = f"{family}: weight change per layer, {DELTA_NORM_LABEL}"
+    if not grid.types:
+        reason = (f"no run in family {family} recorded per-module weight changes\n"
+                  "(unavailable: no per_module.delta_norm in its metrics.json files)" if not stats
+                  else "weight changes only outside numbered layers" + _outside_note(grid))
+        _no_module_data(fig, title, reason)
+        return
+    colors = _method_colors(family_obj)
+    axes = fig.subplots(len(budgets), len(grid.types), squeeze=False)
+    for row, budget in enumerate(budgets):
+        for col, kind in enumerate(grid.types):
+            ax = axes[row][col]
+            drawn = [
+                _delta_line(ax, grid, stats[gid], kind, method, colors[method])
+                for method in methods
+                if (gid := _group_at(family_obj, method, budget, list(stats))) is not None
+            ]
+            if not any(drawn):
+                _message_axes(ax, "no data")
+            else:
+                ax.set_ylim(bottom=0.0)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{kind}\n{_budget_text(budget)}", fontsize=8)
+            if row == len(budgets) - 1:
+                ax.set_xlabel("layer index")
+            if col == 0:
+                ax.set_ylabel(DELTA_NORM_LABEL)
+    axes[0][-1].legend(handles=[Line2D([], [], color=colors[m], marker="o", ms=3, label=m) for m in methods],
+                       title="method", loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+    shown = f"; {note}" if note else ""
+    fig.suptitle(f"{title}\nmean over seeds, shaded ± se where n >= 2; modules a method left unchanged count as 0"
+                 f"{shown}{_outside_note(grid)}", fontsize=10)
+
+
+def _delta_line(ax: Axes, grid: LayerGrid, module_stats: dict, kind: str, method: str, color: str) -> bool:
+    cells = grid.cells(module_stats)
+    points = sorted(((layer, s) for (layer, k), s in cells.items() if k == kind and s["mean"] is not None),
+                    key=lambda point: point[0])
+    if not points:
+        return False
+    layers = np.array([layer for layer, _ in points], dtype=float)
+    means = np.array([s["mean"] for _, s in points])
+    ses = np.array([s["se"] if s["se"] is not None else np.nan for _, s in points])
+    ax.plot(layers, means, marker="o", ms=3, lw=1.2, color=color, label=method)
+    shaded = ~np.isnan(ses)
+    if shaded.any():
+        ax.fill_between(layers, means - np.nan_to_num(ses), means + np.nan_to_num(ses), where=shaded,
+                        color=color, alpha=0.2, linewidth=0)
+    return True
+
+
 FigureKind = Callable[[Figure, str, dict], None]
 FIGURES: dict[str, FigureKind] = {kind: globals()[f"draw_{kind}"] for kind in FIGURE_KINDS}
 
@@ -384,6 +685,17 @@ def _figure_size(kind: str, family_obj: dict) -> tuple[float, float]:
     n_groups = len(family_obj["groups"])
     if kind == "metric_table":
         return (max(7.0, 2.0 + 2.2 * n_groups), 1.0 + 0.25 * (len(family_obj["summary"]) + 3))
+    if kind == "method_budget_table":
+        return (max(8.0, 2.0 + 3.2 * len(_budgets(family_obj))), 1.6 + 0.55 * (len(_methods(family_obj)) + 1))
+    if kind == "importance":
+        methods, budgets, _, grid = _importance_layout(family_obj)
+        if grid.types:
+            return (max(6.5, 1.6 + len(budgets) * (1.0 + 0.45 * len(grid.types))),
+                    max(4.6, 2.0 + len(methods) * (1.2 + min(0.3 * grid.n_layers, 6.0))))
+    if kind == "delta_norm":
+        _, budgets, _, _, grid = _delta_layout(family_obj)
+        if grid.types:
+            return (max(6.5, 2.4 + 2.3 * len(grid.types)), 1.6 + 2.3 * len(budgets))
     return (max(6.5, 2.6 + 1.5 * n_groups), 4.6)
 
 

@@ -1,4 +1,5 @@
 """The comparison figure kinds, by name: the Snakefile reads this list while parsing (no
 matplotlib import); figures.py maps each name to its `draw_<name>` function."""
 
-FIGURE_KINDS = ("primary_bar", "seed_spread", "latency", "energy", "metric_table")
+FIGURE_KINDS = ("primary_bar", "seed_spread", "latency", "energy", "metric_table",
+                "method_budget_table", "importance", "delta_norm")

@@ -14,6 +14,17 @@ from .profile import PROFILE_PROVENANCE, SUMMARY_FIELDS, profile_summary
 PROFILE_METRICS = [name for name in SUMMARY_FIELDS if name not in PROFILE_PROVENANCE]
 
 
+def per_module_data(export_card: dict[str, Any], method_stats: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's `per_module`: ‖ΔW_m‖_F per linear layer from the export card, and the
+    method's per-module importance I_m where it reports one (FW-LoRA); module names as in the
+    base model. Kept apart from the scalar `metrics`."""
+    data: dict[str, Any] = {"delta_norm": dict(export_card.get("delta_norms") or {})}
+    importance = method_stats.get("importance")
+    if isinstance(importance, dict) and importance:
+        data["importance"] = {str(name): float(value) for name, value in importance.items()}
+    return data
+
+
 def run_evaluate(
     eval_cfg: dict[str, Any],
     run_config_path: Path,
@@ -97,6 +108,7 @@ def run_evaluate(
         "data_hash": data.data_hash,
         "n_test": len(test),
         "tuned_params": summary.get("tuned_params", {}),
+        "per_module": per_module_data(read_json(Path(export_dir) / "export.json"), stats),
     }
     write_json(out_predictions, result["predictions"])
     write_json(out_metrics, record)
