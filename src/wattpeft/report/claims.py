@@ -97,6 +97,8 @@ def _num(metric: str, value: float, diff: bool = False) -> str:
         return f"{100 * value:{sign}.1f}"
     if metric.endswith("_s") or metric.endswith("_ms"):
         return f"{value:{sign}.{1 if metric.endswith('_s') else 2}f}"
+    if abs(value) < 10:  # correlations, F1, ROUGE: three decimals, as the seeds print them
+        return f"{value:{sign}.3f}"
     return f"{value:{sign}.4g}"
 
 
