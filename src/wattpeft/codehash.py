@@ -74,7 +74,7 @@ class _FactsCache:
 
     def get(self, path: Path, package_dir: Path) -> tuple[str, list[str]]:
         source = path.read_bytes()
-        key = f"{path.resolve()}|{package_dir}"
+        key = f"{path.absolute()}|{package_dir}"
         stamp = hashlib.sha256(source).hexdigest()
         entry = self._load().get(key)
         if entry is None or entry[0] != stamp:
@@ -139,11 +139,15 @@ def _with_parents(module: str) -> list[str]:
 def import_closure(entry: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """Every wattpeft source file that `entry` imports, directly or not (sorted)."""
     seen: set[Path] = set()
+    looked_up: set[str] = set()  # each dotted name is looked up on disk once per closure
     pending = [Path(entry)]
     while pending:
         current = pending.pop()
         for name in imported_modules(current, package_dir):
             for module in _with_parents(name):
+                if module in looked_up:
+                    continue
+                looked_up.add(module)
                 found = module_file(module, package_dir)
                 if found is not None and found not in seen:
                     seen.add(found)

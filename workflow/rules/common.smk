@@ -1,5 +1,6 @@
 # Helpers shared by all rules: the validated config, the run matrix, paths and code versions.
 # Parsing imports no torch: a no-op dry run must stay fast (bench/dry_run_time.py).
+import functools
 from pathlib import Path
 
 from wattpeft import codehash
@@ -40,6 +41,7 @@ def code_version(script, *data_files):
     return codehash.code_version(SCRIPTS / f"{script}.py", *data_files)
 
 
+@functools.cache  # once per method per parse: every job of the method asks for it
 def method_code(method):
     return codehash.module_version(f"{METHODS[method]}.model")
 
