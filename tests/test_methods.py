@@ -287,3 +287,18 @@ def test_validation_loss_of_a_causal_lm_is_the_shifted_token_cross_entropy():
         expected = model(**batch).loss.item()  # transformers' own shifted, -100-ignoring mean
     got = validation_metrics(model, rows, lm_collate, "summarisation")["eval_loss"]
     assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_roberta_head_is_not_a_target(name):
+    """RoBERTa's classification head holds `classifier.dense`; peft trains the head whole, so
+    the budget rule must not count it as an adapted `dense` layer (seed 004's backbone)."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(RobertaConfig(
+        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=40, num_labels=2))
+    method = make_method(name, budget=5.0)
+    method.attach(model)  # raises if peft built other parameters than the rule counted
+    assert method.stats["n_target_modules"] == 2 * 6  # q, k, v, attention/intermediate/output dense

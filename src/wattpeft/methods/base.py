@@ -38,13 +38,20 @@ def default_target_modules(model: nn.Module) -> list[str]:
     return TARGET_MODULES[arch]
 
 
+# Task heads that peft trains whole (its modules_to_save for sequence classification):
+# never adapted, so never counted. RoBERTa's head holds a `classifier.dense` that the
+# target name `dense` would otherwise match.
+TASK_HEADS = ("classifier", "score")
+
+
 def target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:
     """Linear layers named `t` or ending in `.t` for a `t` in `target_modules` (peft's rule
-    for a list), in model order."""
+    for a list), outside the task head, in model order."""
     return [
         (name, module)
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and any(name == t or name.endswith(f".{t}") for t in target_modules)
+        and name.split(".")[0] not in TASK_HEADS
     ]
 
 
