@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import collate, make_run, run_cfg, separable_rows, tiny_bert, trainable
+from wattpeft.methods import method_names
 from wattpeft.training.checkpoint import latest_checkpoint
 from wattpeft.training.precision import resolve_mixed_precision
 from wattpeft.training.trainer import NonFiniteLossError, plan_schedule
@@ -33,7 +34,7 @@ def test_fp16_is_refused_on_cpu():
     assert resolve_mixed_precision("auto", torch.device("cpu")) in ("bf16", "no")
 
 
-@pytest.mark.parametrize("method_name", ["lora", "adalora"])
+@pytest.mark.parametrize("method_name", method_names())
 def test_budget_sets_rank_and_only_adapters_train(method_name):
     method, model, _ = make_run(method_name, run_cfg())
     stats = method.stats
@@ -51,7 +52,7 @@ def test_lora_learns_a_separable_task():
     assert outcome.validation["accuracy"] >= 0.9
 
 
-@pytest.mark.parametrize("method_name", ["lora", "adalora"])
+@pytest.mark.parametrize("method_name", method_names())
 def test_killed_run_resumes_to_identical_result(tmp_path, method_name):
     cfg = run_cfg()
     _, ref_model, ref_trainer = make_run(method_name, cfg, tmp_path / "ref")
@@ -132,7 +133,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for t in load_file(kept / "trainable.safetensors").values())
 
 
-@pytest.mark.parametrize("method_name", ["lora", "adalora"])
+@pytest.mark.parametrize("method_name", method_names())
 def test_save_load_and_harden_give_the_same_outputs(tmp_path, method_name):
     method, model, trainer = make_run(method_name, run_cfg(epochs=1))
     trainer.train()
