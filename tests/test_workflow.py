@@ -16,15 +16,17 @@ import pytest
 import yaml
 
 from wattpeft.evaluation.outputs import metrics_of_task
+from wattpeft.report.kinds import FIGURE_KINDS
 from wattpeft.stages.invalidate import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [
+    "sentiment--fw_lora--b5--s0", "sentiment--fw_lora--b5--s1",
     "sentiment--lora--b5--s0", "sentiment--lora--b5--s1",
     "sentiment--adalora--b5--s0", "sentiment--adalora--b5--s1",
     "summarisation--lora--b5--s0",
 ]
-FIGURES = ("primary_bar", "seed_spread", "latency", "energy", "metric_table")
+FIGURES = FIGURE_KINDS
 
 pytestmark = pytest.mark.slow
 
@@ -90,10 +92,21 @@ def test_every_stage_writes_its_outputs(workdir):
         (profile,) = (workdir / "results/profiles").glob(f"*/{run}.parquet")
         frame = pd.read_parquet(profile)
         assert frame["source"].eq("unavailable").all() and frame["j_per_sample_gross"].isna().all()
+        # Per-module data: ||dW|| for every method; I_m from FW-LoRA only, summing to 1.
+        per_module = metrics["per_module"]
+        assert per_module["delta_norm"] and all(v >= 0 for v in per_module["delta_norm"].values())
+        assert ("importance" in per_module) == (metrics["method"] == "fw_lora")
+        if metrics["method"] == "fw_lora":
+            assert sum(per_module["importance"].values()) == pytest.approx(1.0)
+            assert set(per_module["importance"]) <= set(per_module["delta_norm"]) | {"bert.pooler.dense"}
     for family in ("sentiment", "summarisation"):
         for kind in FIGURES:
             for suffix in ("png", "pdf"):
                 assert (workdir / f"results/comparison/{family}/{kind}.{suffix}").stat().st_size > 0
+    claims = json.loads((workdir / "results/comparison/claims.json").read_text())
+    (row,) = claims["families"]["sentiment"]
+    assert row["verdict"] in ("holds", "does not hold", "inconclusive at this n") and row["reason"]
+    assert "FW-LoRA matches AdaLoRA" in (workdir / "results/comparison/claims.md").read_text()
     manifest = json.loads((workdir / "results/data/toy_sentiment/tiny_bert/manifest.json").read_text())
     for key in ("rows", "content_hash", "truncated_share"):
         assert key in manifest["splits"]["train"]
@@ -137,6 +150,7 @@ def test_html_report_has_captions(workdir):
     snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
     assert "standard error" in html
+    assert "Claims" in html and "verdict" in html
 
 
 def test_failed_job_leaves_no_output_and_downstream_reruns(workdir, tmp_path):
