@@ -565,8 +565,11 @@ def draw_importance(fig: Figure, family: str, family_obj: dict) -> None:
                                     f"{_outside_note(grid)}")
         return
     gs = fig.add_gridspec(len(methods), len(budgets) + 1, width_ratios=[1.0] * len(budgets) + [0.05])
-    means = [100.0 * s["mean"] for per_group in stats.values() for s in per_group.values() if s["mean"] is not None]
-    vmax = max(means, default=0.0) or 1.0  # one colour scale for all panels
+    # One colour scale for all panels, over the modules drawn: a module off the grid (the
+    # pooler can hold most of the total) would otherwise wash every cell out.
+    means = [100.0 * s["mean"] for per_group in stats.values() for name, s in per_group.items()
+             if s["mean"] is not None and name not in grid.outside]
+    vmax = max(means, default=0.0) or 1.0
     image = None
     for row, method in enumerate(methods):
         for col, budget in enumerate(budgets):
@@ -585,7 +588,13 @@ def draw_importance(fig: Figure, family: str, family_obj: dict) -> None:
     if image is not None:
         colorbar = fig.colorbar(image, cax=fig.add_subplot(gs[:, -1]))
         colorbar.set_label("importance I_m (% of the run's total; mean over seeds)")
-    fig.suptitle(f"{title}\n(grey: not reported){_outside_note(grid)}", fontsize=10)
+    off_grid = "; ".join(
+        f"{gid.split('--', 1)[1]} {name}: {100.0 * stat['mean']:.1f}%"
+        for gid, per_group in stats.items() for name, stat in per_group.items()
+        if name in grid.outside and stat["mean"] is not None
+    )
+    fig.suptitle(f"{title}\n(grey: not reported){_outside_note(grid)}"
+                 + (f"\n{off_grid}" if off_grid else ""), fontsize=10)
 
 
 def _importance_panel(ax: Axes, grid: LayerGrid, module_stats: dict, vmax: float):
