@@ -238,3 +238,10 @@ def test_editing_any_module_reruns_every_rule_that_ran_it(workdir, tmp_path):
     # And the hash is not one global key: editing a figure module retrains nothing.
     assert planned_by["wattpeft.report.figures"].isdisjoint({"search", "finetune", "harden", "profile"})
     assert "finetune" not in planned_by["wattpeft.energy.profiler"]
+
+
+def test_editing_a_claim_reruns_the_claims_table_only(workdir):
+    cfg = yaml.safe_load((workdir / ".test/config.yaml").read_text())
+    cfg["families"]["sentiment"]["claims"][0]["tolerance"] = 0.05
+    (workdir / "claim.yaml").write_text(yaml.safe_dump(cfg))
+    assert {rule for rule, _ in planned_jobs(workdir, config="claim.yaml")} == {"claims", "all"}
