@@ -123,7 +123,7 @@ def format_estimate(metric: str, estimate: dict | None) -> str:
     if not estimate:
         return "–"
     if estimate["kind"] == "ratio":
-        return f"ratio {estimate['value']:.2f} [{estimate['ci_low']:.2f}, {estimate['ci_high']:.2f}]"
+        return f"ratio {estimate['value']:.2f} {_interval(metric, estimate)}"
     low, high = (_num(metric, estimate[k], diff=True) for k in ("ci_low", "ci_high"))
     return f"Δ {format_value(metric, estimate['value'], diff=True)} [{low}, {high}]"
 

@@ -95,11 +95,6 @@ class FwLoraMethod(LoraMethod):
         self.stats.update(importance=dict(self.importance), fisher=dict(self.fisher),
                           fisher_forms=dict(self.hooks.forms), importance_uniform=total <= 0)
 
-    def delta_norms(self) -> dict[str, float]:
-        """||scaling * B_m A_m||_F per module, from the Gram form."""
-        with torch.no_grad():
-            return {name: float(update_sq_norm(m).clamp_min(0).sqrt()) for name, m in self.modules.items()}
-
     # ---------------------------------------------------------------- resume
 
     def state_dict(self, model: nn.Module) -> dict[str, Any]:
@@ -126,8 +121,9 @@ class FwLoraMethod(LoraMethod):
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
         super().save(model, out_dir)
+        # The update norms are not repeated here: harden records ||dW_m|| for every method.
         record = {"importance": self.importance, "fisher": self.fisher, "warmup_steps": self.warmup_steps,
-                  "shrink_lambda": self.config.shrink_lambda, "update_norms": self.delta_norms()}
+                  "shrink_lambda": self.config.shrink_lambda}
         (Path(out_dir) / IMPORTANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
