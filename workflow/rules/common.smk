@@ -43,7 +43,7 @@ def code_version(script, *data_files):
 
 @functools.cache  # once per method per parse: every job of the method asks for it
 def method_code(method):
-    return codehash.module_version(f"{METHODS[method]}.model")
+    return codehash.module_version(f"{METHODS[method].package}.model")
 
 
 def group_method_code(wildcards):

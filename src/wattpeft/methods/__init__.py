@@ -10,16 +10,38 @@ See docs/methods.md.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .base import AdapterMethod
     from .params import MethodConfig
 
-METHODS: dict[str, str] = {
-    "lora": "wattpeft.methods.lora",
-    "adalora": "wattpeft.methods.adalora",
-    "fw_lora": "wattpeft.methods.fw_lora",
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered method: its package, and what its training job needs from other jobs
+    (the rules wire these as inputs; the method receives them as `inputs`)."""
+
+    package: str
+    # Methods whose run with the same family, budget and seed must train first: their
+    # train_summary.json reaches this method as inputs["runs"][name] (HEST: TABS's energy).
+    after: tuple[str, ...] = ()
+    # The profiled device's joules-per-FLOP table (energy/table.py) as inputs["energy_table"].
+    energy_table: bool = False
+
+
+METHODS: dict[str, Entry] = {
+    "lora": Entry("wattpeft.methods.lora"),
+    "adalora": Entry("wattpeft.methods.adalora"),
+    "fw_lora": Entry("wattpeft.methods.fw_lora"),
+    "bhsp": Entry("wattpeft.methods.bhsp", energy_table=True),
+    "tabs": Entry("wattpeft.methods.tabs", energy_table=True),
+    "hest": Entry("wattpeft.methods.hest", after=("tabs",), energy_table=True),
+    "hest_fp16": Entry("wattpeft.methods.hest_fp16", after=("tabs",), energy_table=True),
+    "hest_soft": Entry("wattpeft.methods.hest_soft", after=("tabs",), energy_table=True),
+    "hest_unfactorised": Entry("wattpeft.methods.hest_unfactorised", after=("tabs",), energy_table=True),
 }
 
 
@@ -27,10 +49,14 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
-def _package(name: str) -> str:
+def entry(name: str) -> Entry:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(method_names())}")
     return METHODS[name]
+
+
+def _package(name: str) -> str:
+    return entry(name).package
 
 
 def get_method(name: str) -> type["AdapterMethod"]:
@@ -43,4 +69,19 @@ def method_config(name: str) -> type["MethodConfig"]:
     return importlib.import_module(f"{_package(name)}.config").Config
 
 
-__all__ = ["METHODS", "get_method", "method_config", "method_names"]
+def load_export(export_dir, task: str, label_names: list[str] | None):
+    """The hardened model in `export_dir`, loaded by the method its export card names
+    (export.json's `method`), the way peft's adapter config names its type."""
+    import json
+    from pathlib import Path
+
+    card = Path(export_dir) / "export.json"
+    if not card.exists():
+        raise FileNotFoundError(f"{export_dir}: no export.json; not an export written by the harden stage")
+    name = json.loads(card.read_text()).get("method")
+    if name not in METHODS:
+        raise ValueError(f"{card}: method {name!r} is not registered ({', '.join(method_names())})")
+    return get_method(name).load_export(Path(export_dir), task, label_names)
+
+
+__all__ = ["METHODS", "Entry", "entry", "get_method", "load_export", "method_config", "method_names"]

@@ -66,11 +66,18 @@ class AdapterMethod(ABC):
     config_class: type[MethodConfig] = MethodConfig  # the method's config.Config
     extra_params_per_rank: int = 0  # what one rank carries besides an A row and a B column
 
-    def __init__(self, params: dict[str, Any], budget_pct: float, task: str, total_steps: int):
+    # What hardening does, in the export card.
+    hardening_note = "merged adapter weights into the base weights (peft merge_and_unload, safe_merge)"
+
+    def __init__(self, params: dict[str, Any], budget_pct: float, task: str, total_steps: int,
+                 inputs: dict[str, Any] | None = None):
+        """`inputs`: what the method's registry entry asks of other jobs (methods/__init__.py),
+        read by the stage: {"energy_table": {...}, "runs": {method: its train_summary}}."""
         self.config = self.config_class.from_params(params, where=f"{self.name} method params")
         self.budget_pct = float(budget_pct)
         self.task = task
         self.total_steps = int(total_steps)
+        self.inputs = dict(inputs or {})
         self.stats: dict[str, Any] = {}
 
     def target_names(self, model: nn.Module) -> list[str]:
@@ -94,10 +101,12 @@ class AdapterMethod(ABC):
         )
 
     def budget_stats(self, allocation: Allocation, *, adapter_params: int, effective_params: int,
-                     trainable_params: int) -> dict[str, Any]:
+                     trainable_params: int, controller_params: int = 0) -> dict[str, Any]:
         """The stats every method reports (see docs/methods.md). `effective_params` are the
-        adapter parameters that carry an update (all of them unless the method prunes)."""
+        adapter parameters that carry an update (all of them unless the method prunes);
+        `controller_params` those that decide gates (0 for ungated methods)."""
         return {
+            "controller_params": controller_params,
             **allocation_stats(allocation),
             "budget_tolerance_pct": self.config.budget_tolerance_pct,
             "adapter_params": adapter_params,
@@ -117,6 +126,14 @@ class AdapterMethod(ABC):
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimiser step (1-based), before gradients are cleared."""
 
+    def log_fields(self) -> dict[str, float]:
+        """Method-specific values for the training log's records (e.g. a Lagrange multiplier)."""
+        return {}
+
+    def validation_record(self, model: nn.Module) -> dict[str, float]:
+        """Method-specific values measured during the validation pass that just ran."""
+        return {}
+
     def state_dict(self, model: nn.Module) -> dict[str, Any]:
         """Method state that is not a model parameter (for exact resume)."""
         return {}
@@ -135,3 +152,31 @@ class AdapterMethod(ABC):
     @abstractmethod
     def harden(self, model: nn.Module) -> nn.Module:
         """The inference model: adapters merged, gates fixed, quantised where the method says."""
+
+    # ---------------------------------------------------------------- the export
+    # An export names its method (export.json); loading goes through the registry
+    # (methods.load_export), so a hardened model that is not a plain Hugging Face model
+    # is reloaded, profiled and evaluated like the others.
+
+    def export(self, hardened: nn.Module, out_dir: Path) -> dict[str, Any]:
+        """Write the hardened model into `out_dir`; returns what the export card adds."""
+        hardened.save_pretrained(str(out_dir))
+        return {}
+
+    @classmethod
+    def load_export(cls, export_dir: Path, task: str, label_names: list[str] | None) -> nn.Module:
+        """The hardened model `export` wrote (default: a plain Hugging Face model)."""
+        from ..models import load_backbone
+
+        return load_backbone(export_dir, task, label_names)
+
+    @classmethod
+    def reset_inference_stats(cls, model: nn.Module) -> None:
+        """Start counting what `inference_stats` reports (nothing for merged adapters)."""
+
+    @classmethod
+    def inference_stats(cls, model: nn.Module) -> dict[str, Any]:
+        """What the hardened adapter did in the forward passes since the last reset: for gated
+        methods, modelled adapter energy and FLOPs per sample and gate use per layer. A merged
+        adapter adds nothing at inference: {}."""
+        return {}

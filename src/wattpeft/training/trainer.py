@@ -257,6 +257,7 @@ class Trainer:
             "grad_norm": self._last_grad_norm,  # of the last applied step
             "skipped_steps": position.skipped_steps,
             "elapsed_s": round(position.elapsed_s, 3),
+            **self.method.log_fields(),
         }
 
     def _eval_record(self, position) -> dict[str, Any]:
@@ -264,6 +265,7 @@ class Trainer:
         if self.evaluate is not None:
             self.model.eval()
             record.update(self.evaluate(self.model))
+            record.update(self.method.validation_record(self.model))
             self.model.train()
         return record
 

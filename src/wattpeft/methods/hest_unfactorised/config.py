@@ -1,0 +1,12 @@
+"""hest_unfactorised's parameters (spectral_config.py). Torch-free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..spectral_config import DualAscentConfig
+
+
+@dataclass(frozen=True)
+class Config(DualAscentConfig):
+    pass
