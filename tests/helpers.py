@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from wattpeft.data.loading import make_collator
-from wattpeft.methods import get_method
+from wattpeft.methods import entry, get_method
 from wattpeft.training.trainer import Trainer, plan_schedule
 from wattpeft.training.validation import validation_metrics
 
@@ -45,15 +48,37 @@ def run_cfg(**training) -> dict:
     return {"run_id": "t--lora--b5--s0", "seed": 0, "training": base}
 
 
-def make_method(name, params=None, budget=5.0, total_steps=12):
+def make_method(name, params=None, budget=5.0, total_steps=12, inputs=None):
+    """`name` for classification; `inputs` None: what its registry entry asks of other runs
+    (`required_inputs`)."""
     return get_method(name)({"alpha": 16, "dropout": 0.1} if params is None else params,
-                            budget, "classification", total_steps)
+                            budget, "classification", total_steps,
+                            required_inputs(name) if inputs is None else inputs)
 
 
-def make_run(name, cfg, checkpoint_dir=None, params=None, **kwargs):
+def required_inputs(name) -> dict:
+    """The `inputs` a method's registry entry asks for: {"runs": {m: train summary}} for each
+    method in `after` (trained here, two steps on the tiny BERT, like the stage's summary:
+    {"validation": the last validation record}). The energy table is left to its defaults."""
+    after = entry(name).after
+    return {"runs": {m: reference_summary(m) for m in after}} if after else {}
+
+
+def reference_summary(name) -> dict:
+    return copy.deepcopy(_reference_summary(name))
+
+
+@functools.cache
+def _reference_summary(name) -> dict:
+    _, _, trainer = make_run(name, run_cfg(max_steps=2))
+    return {"validation": trainer.train().validation}
+
+
+def make_run(name, cfg, checkpoint_dir=None, params=None, inputs=None, **kwargs):
     """(method, model, trainer): `name` attached to a tiny BERT on separable rows."""
     rows = separable_rows()
-    method = make_method(name, params, total_steps=plan_schedule(len(rows), cfg["training"]).total_steps)
+    method = make_method(name, params, total_steps=plan_schedule(len(rows), cfg["training"]).total_steps,
+                         inputs=inputs)
     model = method.attach(tiny_bert())
     trainer = Trainer(
         cfg, model, method, rows, collate, checkpoint_dir=checkpoint_dir, progress=False,

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from ..energy.table import check_table, default_table, state_j_per_flop
-from .base import AdapterMethod, count_params, target_linears
+from .base import TASK_HEADS, AdapterMethod, count_params, target_linears
 from .spectral import GATES_NAME, GateSet, HardenedSpectralLinear, SpectralLinear, layer_index, merge_static
 
 ADAPTER_TENSORS = "spectral_adapter.safetensors"
 ADAPTER_META = "spectral_adapter.json"
 EXPORT_TENSORS = "spectral_export.safetensors"
 EXPORT_META = "spectral_export.json"
+HEAD_PREFIX = "task_head."  # the classification head's tensors in the saved adapter
 
 
 class SpectralMethod(AdapterMethod):
@@ -72,8 +73,15 @@ class SpectralMethod(AdapterMethod):
         """Freeze `model` and put a SpectralLinear on each module of `layout` ({name: {rank}})."""
         for param in model.parameters():
             param.requires_grad_(False)
+        if self.task == "classification":  # the task head trains whole, as peft's modules_to_save
+            for param in task_head(model).values():
+                param.requires_grad_(True)
         self.table = table
-        names = list(layout)
+        # Model order, not the layout's (a saved layout's keys come back sorted: layers.10
+        # before layers.2), so that each module gets back its own index and controller slice.
+        names = [name for name, _ in model.named_modules() if name in layout]
+        if len(names) != len(layout):
+            raise ValueError(f"{self.name}: the model has no module {sorted(set(layout) - set(names))[:3]}")
         n_layers = 1 + max(layer_index(n) for n in names)
         gates = GateSet(self.states, self.config.gumbel_tau, state_j_per_flop(table, self.states), n_layers)
         modules = {}
@@ -115,6 +123,7 @@ class SpectralMethod(AdapterMethod):
                                                                       ("du", m.du), ("dv", m.dv))}
         tensors.update({f"{GATES_NAME}.{k}": t.detach().contiguous().cpu()
                         for k, t in self.gates.controller.state_dict().items()})
+        tensors.update({f"{HEAD_PREFIX}{k}": t.detach().contiguous().cpu() for k, t in task_head(model).items()})
         save_file(tensors, str(Path(out_dir) / ADAPTER_TENSORS))
         meta = {"method": self.name, "layout": self._layout(), "energy_table": self.table,
                 "e_max_j": self.e_max(), "states": list(self.states), "stats": self.stats}
@@ -134,6 +143,9 @@ class SpectralMethod(AdapterMethod):
                     getattr(module, key).copy_(tensors[f"{name}.{key}"])
         prefix = f"{GATES_NAME}."
         self.gates.controller.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
+        with torch.no_grad():
+            for key, param in task_head(model).items():
+                param.copy_(tensors[f"{HEAD_PREFIX}{key}"])
         return model
 
     # ---------------------------------------------------------------- harden / export
@@ -232,6 +244,11 @@ class SpectralMethod(AdapterMethod):
             "controller_params": count_params(gates.controller),
             "gate_utilisation": gates.utilisation(),
         }
+
+
+def task_head(model: nn.Module) -> dict[str, nn.Parameter]:
+    """{name: parameter} of the model's task head (base.TASK_HEADS; none for a causal LM)."""
+    return {name: param for name, param in model.named_parameters() if name.split(".")[0] in TASK_HEADS}
 
 
 def config_params(config) -> dict[str, Any]:
