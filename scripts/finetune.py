@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from wattpeft.stages.common import method_needs
 from wattpeft.stages.finetune import run_finetune
 from wattpeft.stages.logging import logged
 
@@ -11,5 +12,5 @@ with logged(snakemake):
         snakemake.params.run_cfg, snakemake.input.data, snakemake.input.model,
         snakemake.input.best_params, Path(out.summary).parent,
         {"adapter": out.adapter, "summary": out.summary, "log": out.log, "config": out.config},
-        threads=snakemake.threads,
+        threads=snakemake.threads, needs=method_needs(snakemake.input),
     )

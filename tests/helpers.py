@@ -51,9 +51,17 @@ def run_cfg(**training) -> dict:
 def make_method(name, params=None, budget=5.0, total_steps=12, inputs=None):
     """`name` for classification; `inputs` None: what its registry entry asks of other runs
     (`required_inputs`)."""
-    return get_method(name)({"alpha": 16, "dropout": 0.1} if params is None else params,
+    return get_method(name)(default_params(name) if params is None else params,
                             budget, "classification", total_steps,
                             required_inputs(name) if inputs is None else inputs)
+
+
+def default_params(name) -> dict:
+    """LoRA-style defaults; spectral methods have no alpha (their configs refuse one)."""
+    from wattpeft.methods import method_config
+    from wattpeft.methods.spectral_config import GateConfig
+
+    return {"dropout": 0.1} if issubclass(method_config(name), GateConfig) else {"alpha": 16, "dropout": 0.1}
 
 
 def required_inputs(name) -> dict:

@@ -109,11 +109,22 @@ def test_config_checks_types_and_ranges(name, params, message):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_config_is_typed_and_shares_the_common_fields(name):
-    config = method_config(name).from_params({"alpha": 16, "target_modules": ["query"]})
-    assert config.alpha == 16.0 and isinstance(config.alpha, float)
+    config = method_config(name).from_params({"dropout": 0, "target_modules": ["query"]})
+    assert config.dropout == 0.0 and isinstance(config.dropout, float)
     assert config.budget_tolerance_pct == 10.0 and config.rank is None
     assert {"alpha", "dropout", "target_modules", "rank", "budget_tolerance_pct"} <= method_config(name).field_names()
     assert isinstance(make_method(name).config, method_config(name))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_method_refuses_alpha_exactly_when_it_has_no_lora_scaling(name):
+    from wattpeft.methods.spectral_config import GateConfig
+
+    if issubclass(method_config(name), GateConfig):
+        with pytest.raises(MethodConfigError, match=rf"{name}\.alpha: is a LoRA scaling; spectral methods have none"):
+            method_config(name).from_params({"alpha": 16}, where=name)
+    else:
+        assert method_config(name).from_params({"alpha": 16}).alpha == 16.0
 
 
 @pytest.mark.parametrize("name", METHODS)

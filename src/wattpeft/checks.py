@@ -90,7 +90,7 @@ def dataset_task(spec: dict[str, Any]) -> str | None:
 def _family_problems(cfg: dict) -> Iterator[str]:
     from .config import method_params
     from .evaluation.outputs import metrics_of_task
-    from .methods import method_config
+    from .methods import METHODS, method_config
 
     for fam_name, fam in cfg["families"].items():
         where = f"families.{fam_name}"
@@ -104,6 +104,10 @@ def _family_problems(cfg: dict) -> Iterator[str]:
                 method_config(method).from_params(method_params(cfg, fam_name, method), where=f"{where}.methods.{method}")
             except ValueError as err:
                 yield str(err)
+            missing = [m for m in METHODS[method].after if m not in fam["methods"]] if method in METHODS else []
+            if missing:
+                yield (f"{where}.methods.{method}: trains after {', '.join(missing)}'s run of the same budget and "
+                       f"seed (its registry entry, methods/__init__.py); add {', '.join(missing)} to the family's methods")
         yield from _claim_problems(where, fam, None if task is None else metrics_of_task(task))
 
 

@@ -36,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # The search trains with a seed of its own, so no final run replays the best trial.
     "optuna": {"n_trials": 0, "search_space": {}, "seed": 1000},
     # 100 timed passes: the fewest for which a p99 is more than the sample maximum.
-    "evaluation": {"latency_samples": 100, "max_new_tokens": 40, "batch_size": 32},
+    "evaluation": {"latency_samples": 100, "max_new_tokens": 40, "batch_size": 32, "latency_workload": "auto",
+                   "energy_long_tokens": 0},
     "profiling": {
         "device": "auto",
         "warmup_iters": 3,

@@ -24,6 +24,11 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 # resolved by each profiling job on the machine that runs it, and the profile records the
 # device it found: a login node without a GPU never names a GPU node's profile.
 PROFILE_DEVICE = CFG["profiling"]["device"]
+# The device's joules per FLOP of int8 and 16-bit GEMMs (rule energy_table).
+ENERGY_TABLE = f"results/profiles/{PROFILE_DEVICE}/energy_table.json"
+# Families that `snakemake` with no target runs (and the top-level comparison covers); a
+# family with in_default_run: false is one target away (its aggregated_metrics.json).
+DEFAULT_FAMILIES = [name for name, fam in CFG["families"].items() if fam.get("in_default_run", True)]
 
 
 wildcard_constraints:
@@ -117,6 +122,28 @@ def group_inputs(wildcards):
     return family_inputs(wildcards.group.split("--")[0])
 
 
+def needs_of(run_id):
+    """What the run's method asks of other jobs in its registry entry (methods/__init__.py):
+    `after_<m>`, the train summary of method m's run with the same family, budget and seed,
+    and `energy_table`. The method receives them as its `inputs`."""
+    family, method, *rest = run_id.split("--")
+    entry = METHODS[method]
+    needs = {f"after_{m}": f"results/runs/{'--'.join([family, m, *rest])}/train_summary.json" for m in entry.after}
+    if entry.energy_table:
+        needs["energy_table"] = ENERGY_TABLE
+    return needs
+
+
+def run_needs(wildcards):
+    return needs_of(wildcards.run)
+
+
+def group_needs(wildcards):
+    """A search's trials read what the group's first-seed run would."""
+    family = wildcards.group.split("--")[0]
+    return needs_of(f"{wildcards.group}--s{CFG['families'][family]['seeds'][0]}")
+
+
 def dataset_inputs(wildcards):
     """Raw inputs of a dataset: its asset folder, or its local file (a content change reruns)."""
     spec = CFG["datasets"][wildcards.dataset]
@@ -157,6 +184,6 @@ def family_targets(family):
 def all_targets():
     targets = ["results/comparison/aggregated_metrics.json"]
     targets += [f"results/comparison/claims.{ext}" for ext in ("html", "json", "md")]
-    for family in CFG["families"]:
+    for family in DEFAULT_FAMILIES:
         targets += family_targets(family)
     return targets

@@ -8,6 +8,7 @@ rule evaluate:
         config="results/runs/{run}/config.json",
         summary="results/runs/{run}/train_summary.json",
         profile=f"results/profiles/{PROFILE_DEVICE}/{{run}}.parquet",
+        energy_table=ENERGY_TABLE,
     output:
         metrics="results/runs/{run}/metrics.json",
         predictions="results/runs/{run}/predictions.json",

@@ -21,3 +21,21 @@ rule profile:
         code=code_version("profile"),
     script:
         "../../scripts/profile.py"
+
+
+# The device's joules per FLOP of int8 and 16-bit GEMMs, behind the spectral methods' energy
+# model (energy/table.py): measured where the device has an energy counter, else documented
+# defaults, labelled `default` wherever they are used. A measuring job: it runs alone.
+rule energy_table:
+    output:
+        "results/profiles/{device}/energy_table.json",
+    log:
+        "logs/profile/{device}/energy_table.log",
+    benchmark:
+        "benchmarks/profile/{device}/energy_table.tsv"
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        code=code_version("energy_table"),
+    script:
+        "../../scripts/energy_table.py"

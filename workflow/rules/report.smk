@@ -26,7 +26,7 @@ rule aggregate:
     input:
         expand(
             "results/comparison/{family}/aggregated_metrics.json",
-            family=list(CFG["families"]),
+            family=DEFAULT_FAMILIES,
         ),
     output:
         report(
@@ -39,7 +39,7 @@ rule aggregate:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        headline=CFG["report"].get("headline_family", next(iter(CFG["families"]))),
+        headline=CFG["report"].get("headline_family", DEFAULT_FAMILIES[0]),
         code=code_version("aggregate"),
     script:
         "../../scripts/aggregate.py"
@@ -101,7 +101,7 @@ rule claims:
     input:
         expand(
             "results/comparison/{family}/aggregated_metrics.json",
-            family=list(CFG["families"]),
+            family=DEFAULT_FAMILIES,
         ),
     output:
         html=report(
@@ -116,7 +116,7 @@ rule claims:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        families=canonical(CFG["families"]),
+        families=canonical({name: CFG["families"][name] for name in DEFAULT_FAMILIES}),
         code=code_version("claims"),
     script:
         "../../scripts/claims.py"

@@ -5,6 +5,7 @@
 rule search:
     input:
         unpack(group_inputs),
+        unpack(group_needs),
     output:
         "results/search/{group}/best_params.json",
     log:
@@ -24,6 +25,7 @@ rule search:
 rule finetune:
     input:
         unpack(run_inputs),
+        unpack(run_needs),
         best_params=best_params_of_run,
     output:
         adapter=directory("results/runs/{run}/adapter"),

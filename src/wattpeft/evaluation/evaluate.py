@@ -70,12 +70,15 @@ def evaluate_model(
     autocast_dtype: torch.dtype | str | None = None,
     progress: bool = True,
     summaries_kept: int = 32,
+    latency_workload: str = "auto",
 ) -> dict:
     """Evaluate `model` (already on `device`) on `rows`; returns {"metrics": dict, "predictions": list}.
 
     Predictions: classification keeps every row as {"label", "prediction"} (ids, small,
     enough for paired significance tests); summarisation keeps {"reference", "prediction"}
     for the first `summaries_kept` rows so a person can read them; lm keeps none.
+    Latency times `latency_workload`: "generate" (whole length-limited generations),
+    "forward" (one prefill pass), or "auto" (generate for summarisation, else forward).
     The model's train/eval mode is restored afterwards.
     """
     _check_arguments(rows, task, batch_size, max_new_tokens, latency_samples)
@@ -95,7 +98,8 @@ def evaluate_model(
             else:
                 metrics, predictions = _evaluate_lm(model, rows, pad_id, batch_size, runner), []
             metrics.update(
-                _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_new_tokens, runner)
+                _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_new_tokens, runner,
+                                 generates(task, latency_workload))
             )
     finally:
         model.train(was_training)
@@ -325,7 +329,20 @@ def _clean_summary(tokenizer, tokens: list[int], eos_ids: list[int]) -> str:
 # ---------------------------------------------------------------- latency
 
 
-def _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_new_tokens, runner) -> dict:
+LATENCY_WORKLOADS = ("auto", "forward", "generate")
+
+
+def generates(task: str, workload: str) -> bool:
+    """Whether the timed unit is a whole generation (else one forward pass)."""
+    if workload not in LATENCY_WORKLOADS:
+        raise ValueError(f"latency_workload must be one of {LATENCY_WORKLOADS}, got {workload!r}")
+    if workload == "generate" and task != "summarisation":
+        raise ValueError(f"latency_workload generate needs a summarisation task, not {task!r}")
+    return task == "summarisation" and workload != "forward"
+
+
+def _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_new_tokens, runner,
+                     generate: bool) -> dict:
     """Per-sample latency at batch size 1: `latency_samples` timed passes after warm-up calls,
     cycling over the first rows when there are fewer rows than passes. Percentiles the
     number of passes cannot support are null (p99 needs 100; see utils/latency.py)."""
@@ -335,7 +352,7 @@ def _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_
     samples = _id_lists(rows[column].iloc[:latency_samples], column)
     inputs = [_pad([sample], pad_id, "right", runner.device) for sample in samples]
     passes = [inputs[i % len(inputs)] for i in range(latency_samples)]
-    call = _latency_call(model, tokenizer, task, pad_id, max_new_tokens, runner)
+    call = _latency_call(model, tokenizer, generate, pad_id, max_new_tokens, runner)
     for warmup in range(WARMUP_CALLS):
         call(*inputs[warmup % len(inputs)])
     seconds, new_tokens = [], []
@@ -350,15 +367,15 @@ def _measure_latency(model, tokenizer, rows, task, pad_id, latency_samples, max_
     metrics = latency_percentiles(seconds)
     metrics["latency_samples_n"] = metrics.pop("latency_n")
     metrics["latency_distinct_inputs"] = len(inputs)
-    if task == "summarisation":
+    if generate:
         # Whole generate calls (prefill included) divided by the tokens they produced.
         metrics["latency_per_token_ms"] = 1000.0 * sum(seconds) / max(sum(new_tokens), 1)
     return metrics
 
 
-def _latency_call(model, tokenizer, task, pad_id, max_new_tokens, runner):
+def _latency_call(model, tokenizer, generate, pad_id, max_new_tokens, runner):
     """One timed unit of work; returns how many new tokens it generated (0 for a forward pass)."""
-    if task != "summarisation":
+    if not generate:
 
         def forward(input_ids, attention_mask) -> int:
             with runner.autocast():

@@ -1,21 +1,29 @@
-"""Shared plumbing for methods that come from `peft` (LoRA, AdaLoRA): not rewritten here."""
+"""Shared plumbing for methods that come from `peft` (LoRA, AdaLoRA): not rewritten here.
+
+peft is imported where it is used, not at import time: the jobs that only load a merged
+export (profile, evaluate: plain Hugging Face models) reach these classes through the
+registry and would otherwise pay peft's import (about 6 s) each.
+"""
 
 from __future__ import annotations
 
 import re
 from abc import abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
 from .base import AdapterMethod, count_params
 from .budget import Allocation
 
-TASK_TYPES = {
-    "classification": TaskType.SEQ_CLS,
-    "summarisation": TaskType.CAUSAL_LM,
-    "lm": TaskType.CAUSAL_LM,
+if TYPE_CHECKING:
+    from peft import PeftConfig, TaskType
+
+TASK_TYPES = {  # peft's TaskType member per task
+    "classification": "SEQ_CLS",
+    "summarisation": "CAUSAL_LM",
+    "lm": "CAUSAL_LM",
 }
 
 
@@ -31,6 +39,8 @@ class PeftMethod(AdapterMethod):
         return allocation.params
 
     def attach(self, model: nn.Module) -> nn.Module:
+        from peft import get_peft_model
+
         names = self.target_names(model)
         allocation = self.allocate(model)
         peft_model = get_peft_model(model, self.build_peft_config(allocation))
@@ -54,6 +64,8 @@ class PeftMethod(AdapterMethod):
         model.save_pretrained(str(out_dir))
 
     def load(self, base_model: nn.Module, adapter_dir: Path) -> nn.Module:
+        from peft import PeftModel
+
         return PeftModel.from_pretrained(base_model, str(adapter_dir))
 
     def harden(self, model: nn.Module) -> nn.Module:
@@ -75,7 +87,9 @@ def adapter_param_count(model: nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
 
 
-def task_type(task: str) -> TaskType:
+def task_type(task: str) -> "TaskType":
+    from peft import TaskType
+
     if task not in TASK_TYPES:
         raise ValueError(f"unsupported task {task!r}; expected one of {sorted(TASK_TYPES)}")
-    return TASK_TYPES[task]
+    return TaskType[TASK_TYPES[task]]

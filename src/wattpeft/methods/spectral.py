@@ -24,7 +24,7 @@ Methods differ in their controller and cost term only (methods/<name>/model.py).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F

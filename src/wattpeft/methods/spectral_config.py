@@ -17,6 +17,10 @@ class GateConfig(MethodConfig):
     # Gumbel-softmax temperature of the gates during training (seed: 0.67).
     gumbel_tau: float = param(0.67, lambda v: v > 0, "must be > 0")
 
+    def problems(self) -> list[tuple[str, str]]:
+        # Spectral updates are scaled by the singular values, not by a LoRA alpha.
+        return [("alpha", "is a LoRA scaling; spectral methods have none")] if self.alpha is not None else []
+
 
 @dataclass(frozen=True)
 class FlopCapConfig(GateConfig):

@@ -32,6 +32,13 @@ class RunData:
 
         return load_tokenizer(source), load_backbone(source, self.task, self.label_names)
 
+    def load_export(self, export_dir: str | Path):
+        """(tokenizer, hardened model) of an export, loaded by the method its card names."""
+        from ..methods import load_export
+        from ..models import load_tokenizer
+
+        return load_tokenizer(export_dir), load_export(Path(export_dir), self.task, self.label_names)
+
     def split(self, name: str):
         from ..data.loading import load_split
 
@@ -65,3 +72,26 @@ def model_source(model_dir: str | Path) -> str:
     model_dir = Path(model_dir)
     manifest = read_json(model_dir / "manifest.json")
     return str(manifest.get("from_pretrained") or model_dir)
+
+
+def method_needs(rule_inputs) -> dict[str, str]:
+    """The method inputs among a rule's named inputs (common.smk's `method_needs`)."""
+    return {k: v for k, v in rule_inputs.items() if k == "energy_table" or k.startswith("after_")}
+
+
+def read_method_inputs(paths: dict[str, str | Path] | None) -> dict[str, Any]:
+    """What a method's registry entry asked for, read from the files the rule wired:
+    `energy_table` -> the table; `after_<method>` -> that run's train summary, under
+    inputs["runs"][method]."""
+    from ..energy.table import check_table
+    from ..utils.io import read_json
+
+    inputs: dict[str, Any] = {"runs": {}}
+    for key, path in (paths or {}).items():
+        if key == "energy_table":
+            inputs["energy_table"] = check_table(read_json(path), str(path))
+        elif key.startswith("after_"):
+            inputs["runs"][key.removeprefix("after_")] = read_json(path)
+        else:
+            raise ValueError(f"unknown method input {key!r} ({path})")
+    return inputs

@@ -25,6 +25,19 @@ def per_module_data(export_card: dict[str, Any], method_stats: dict[str, Any]) -
     return data
 
 
+def _modelled_energy(model, method_cls, test, task, table, card, ev, device) -> dict[str, Any]:
+    """Modelled energy per sample from prefill passes over the test inputs (the prompts for
+    summarisation), priced by the energy table."""
+    import torch
+
+    from ..evaluation.modelled_energy import modelled_energy
+
+    column = "prompt_ids" if task == "summarisation" else "input_ids"
+    sequences = [list(map(int, ids)) for ids in test[column]]
+    return modelled_energy(model, method_cls, sequences, table, card["backbone_flops_per_token"],
+                           torch.device(device), long_tokens=ev["energy_long_tokens"])
+
+
 def run_evaluate(
     eval_cfg: dict[str, Any],
     run_config_path: Path,
@@ -36,20 +49,27 @@ def run_evaluate(
     out_predictions: Path,
     threads: int = 1,
     progress: bool = True,
+    energy_table_path: Path | None = None,
 ) -> dict[str, Any]:
     """`eval_cfg` is the run's evaluate view (run_id, role, evaluation settings): only
     these and the trained run's own files decide the result, so that changing evaluation
-    settings reruns evaluation alone."""
+    settings reruns evaluation alone. `energy_table_path`: the device's J/FLOP table for the
+    modelled energy (evaluation/modelled_energy.py); without it, the documented defaults."""
     import torch
 
     from ..energy.device import device_slug
+    from ..energy.table import check_table, default_table
     from ..evaluation.evaluate import evaluate_model
+    from ..methods import get_method
 
     pin_threads(threads)
     run_cfg = read_json(run_config_path)
     summary = read_json(train_summary_path)
+    card = read_json(Path(export_dir) / "export.json")
+    table = (check_table(read_json(energy_table_path), str(energy_table_path)) if energy_table_path
+             else default_table("no energy table was given"))
     data = open_run_data(data_dir)
-    tokenizer, model = data.load_model(export_dir)
+    tokenizer, model = data.load_export(export_dir)
     # Latency is measured where the job runs: on its GPU when it has one.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -63,14 +83,18 @@ def run_evaluate(
         latency_samples=ev["latency_samples"],
         device=device,
         progress=progress,
+        latency_workload=ev["latency_workload"],
     )
+    modelled = _modelled_energy(model, get_method(card["method"]), test, data.task, table, card, ev, device)
     profile = profile_summary(profile_path)
     metrics = dict(result["metrics"])
+    metrics.update(modelled["metrics"])
     metrics.update({name: profile.get(name) for name in PROFILE_METRICS})
     stats = summary["method_stats"]
     metrics.update(
         train_time_s=summary["train_time_s"],
         trainable_params=stats.get("trainable_params"),
+        controller_params=stats.get("controller_params", 0),
         adapter_params=stats.get("adapter_params"),
         effective_adapter_params=stats.get("effective_adapter_params"),
         achieved_budget_pct=stats.get("achieved_budget_pct"),
@@ -92,6 +116,9 @@ def run_evaluate(
         "energy_source": profile["energy_source"],
         "energy_reason": profile.get("energy_reason"),
         "energy_flags": profile["energy_flags"],
+        # Modelled energy (modelled_* metrics) is priced by this table: "default" = documented
+        # defaults (energy/table.py), not a measurement of this device.
+        "energy_table": {k: table.get(k) for k in ("source", "reference", "j_per_flop")},
         "energy_windows": {"valid": profile.get("energy_windows_valid"), "total": profile.get("energy_windows_total")},
         "profile_workload": profile["workload"],
         "hardware": {
@@ -108,7 +135,8 @@ def run_evaluate(
         "data_hash": data.data_hash,
         "n_test": len(test),
         "tuned_params": summary.get("tuned_params", {}),
-        "per_module": per_module_data(read_json(Path(export_dir) / "export.json"), stats),
+        "per_module": per_module_data(card, stats),
+        "per_layer": {"gate_utilisation": modelled["gate_utilisation"]} if modelled["gate_utilisation"] else {},
     }
     write_json(out_predictions, result["predictions"])
     write_json(out_metrics, record)

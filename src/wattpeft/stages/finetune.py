@@ -10,11 +10,11 @@ from typing import Any
 
 from ..config import apply_params
 from ..utils.io import atomic_path, read_json, write_json
-from .common import RunData, model_source, open_run_data, pin_threads
+from .common import RunData, model_source, open_run_data, pin_threads, read_method_inputs
 
 
 def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoint_dir=None, progress=True,
-           on_validation=None):
+           on_validation=None, method_inputs: dict[str, Any] | None = None):
     """Attach the method to a fresh backbone and train it; returns (method, model, outcome).
     `on_validation(metrics)` sees every end-of-epoch validation (the search prunes with it)."""
     from accelerate.utils import set_seed
@@ -32,7 +32,7 @@ def _train(run_cfg: dict[str, Any], data: RunData, model_dir: Path, *, checkpoin
     collate = make_collator(data.task, data.manifest["pad_token_id"])
     schedule = plan_schedule(len(train_rows), run_cfg["training"])
     method = get_method(run_cfg["method"])(
-        run_cfg["method_params"], run_cfg["budget"], data.task, schedule.total_steps
+        run_cfg["method_params"], run_cfg["budget"], data.task, schedule.total_steps, method_inputs
     )
     model = method.attach(model)
     trainer = Trainer(
@@ -59,7 +59,8 @@ def search_objective(run_cfg: dict[str, Any]) -> tuple[str, str]:
     return "eval_loss", "minimize"
 
 
-def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_path: Path, threads: int = 1) -> dict:
+def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_path: Path, threads: int = 1,
+               needs: dict[str, Path] | None = None) -> dict:
     """Search on the validation split. Trials train with the search's own seed
     (optuna.seed), so that no final run replays the best trial; a diverging trial fails
     alone and hopeless ones are pruned (training/search.py)."""
@@ -78,11 +79,12 @@ def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_pat
 
     pin_threads(threads)
     data = open_run_data(data_dir)
+    method_inputs = read_method_inputs(needs)
 
     def objective(params: dict[str, Any], report) -> float:
         trial_cfg = apply_params({**run_cfg, "seed": search_seed}, params)
         epochs = iter(range(trial_cfg["training"]["epochs"] + 1))
-        _, _, outcome = _train(trial_cfg, data, Path(model_dir), progress=False,
+        _, _, outcome = _train(trial_cfg, data, Path(model_dir), progress=False, method_inputs=method_inputs,
                                on_validation=lambda m: report(next(epochs), m[metric]))
         return outcome.validation[metric]
 
@@ -100,14 +102,17 @@ def run_finetune(
     run_dir: Path,
     out: dict[str, Path],
     threads: int = 1,
+    needs: dict[str, Path] | None = None,
 ) -> dict:
-    """Train one run; writes out['adapter'] (folder), out['summary'], out['log'], out['config']."""
+    """Train one run; writes out['adapter'] (folder), out['summary'], out['log'], out['config'].
+    `needs`: the files the method's registry entry asks for (stages/common.read_method_inputs)."""
     pin_threads(threads)
     best = read_json(best_params_path)
     run_cfg = apply_params(run_cfg, best["params"])
     data = open_run_data(data_dir)
     checkpoints = Path(run_dir) / "checkpoints" / run_cfg["config_hash"]
-    method, model, outcome = _train(run_cfg, data, Path(model_dir), checkpoint_dir=checkpoints)
+    method, model, outcome = _train(run_cfg, data, Path(model_dir), checkpoint_dir=checkpoints,
+                                    method_inputs=read_method_inputs(needs))
     with atomic_path(out["adapter"]) as tmp:
         method.save(model, tmp)
     summary = {

@@ -68,6 +68,7 @@ def delta_norms(base_weights: dict[str, torch.Tensor], hardened: nn.Module) -> d
 
 
 def run_harden(run_config_path: Path, adapter_dir: Path, data_dir: Path, model_dir: Path, out_dir: Path, threads: int = 1) -> dict:
+    from ..evaluation.modelled_energy import backbone_linear_flops_per_token
     from ..methods import get_method
     from ..methods.base import count_params
 
@@ -77,23 +78,25 @@ def run_harden(run_config_path: Path, adapter_dir: Path, data_dir: Path, model_d
     tokenizer, base = data.load_model(model_source(model_dir))
     method = get_method(run_cfg["method"])(run_cfg["method_params"], run_cfg["budget"], data.task, 1)
     base_weights = linear_weights(base)  # before load: peft wraps (and merges into) base in place
+    backbone_flops = backbone_linear_flops_per_token(base)
     hardened = method.harden(method.load(base, Path(adapter_dir)))
     norms = delta_norms(base_weights, hardened)
     del base_weights
     card: dict[str, Any] = {
         "run_id": run_cfg["run_id"],
-        "method": run_cfg["method"],
+        "method": run_cfg["method"],  # loading goes through this method (methods.load_export)
         "task": data.task,
         "label_names": data.label_names,
         "params": count_params(hardened),
         "dtype": str(next(hardened.parameters()).dtype).replace("torch.", ""),
-        "hardening": "merged adapter weights into the base weights (peft merge_and_unload, safe_merge)",
+        "hardening": method.hardening_note,
+        "backbone_flops_per_token": backbone_flops,
         "delta_norms": norms,
         "delta_norms_note": "‖W_hardened - W_base‖_F in float32 per linear layer the hardening changed "
                             "(base-model module names; unchanged layers are absent)",
     }
     with atomic_path(out_dir) as tmp:
-        hardened.save_pretrained(str(tmp))
+        card.update(method.export(hardened, tmp))
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / "export.json", card)
     return card

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from peft import AdaLoraConfig
 from torch import nn
 
 from ..budget import Allocation
 from ..peft_backed import PeftMethod, exact_targets, task_type
 from .config import Config
+
+if TYPE_CHECKING:
+    from peft import AdaLoraConfig
 
 IMPORTANCE_KEYS = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 
@@ -37,7 +39,9 @@ class AdaLoraMethod(PeftMethod):
             tinit, tfinal = 0, 0
         return total, tinit, tfinal
 
-    def build_peft_config(self, allocation: Allocation) -> AdaLoraConfig:
+    def build_peft_config(self, allocation: Allocation) -> "AdaLoraConfig":
+        from peft import AdaLoraConfig
+
         init_r = self.init_rank(allocation)
         total, tinit, tfinal = self.schedule()
         alpha = self.config.alpha

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from peft import LoraConfig
+from typing import TYPE_CHECKING
 
 from ..budget import Allocation
 from ..peft_backed import PeftMethod, exact_targets, name_pattern, task_type
 from .config import Config
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 
 class LoraMethod(PeftMethod):
     name = "lora"
     config_class = Config
 
-    def build_peft_config(self, allocation: Allocation) -> LoraConfig:
+    def build_peft_config(self, allocation: Allocation) -> "LoraConfig":
+        from peft import LoraConfig
+
         base = min(allocation.ranks.values())
         bumped = {name: r for name, r in allocation.ranks.items() if r != base}
         alpha = self.config.alpha
