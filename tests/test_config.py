@@ -154,10 +154,10 @@ def test_trial_mode_caps_training_and_disables_search(raw):
 
 def test_resolved_config_has_seed001_fields_and_family_overrides(raw):
     cfg = validate_config(raw)
-    run = resolve_run_config(cfg, "summarisation--lora--b0.1--s0")
+    run = resolve_run_config(cfg, "spectral--lora--b0.34--s0")
     for key in ("run_id", "method", "model", "dataset", "training", "optuna"):
         assert key in run
-    assert run["training"]["batch_size"] == raw["families"]["summarisation"]["training"]["batch_size"]
+    assert run["training"]["batch_size"] == raw["families"]["spectral"]["training"]["batch_size"]
     assert run["training"]["weight_decay"] == raw["training"]["weight_decay"]  # inherited
     assert run["model"]["name"] == "smollm2"
 
@@ -287,6 +287,25 @@ def test_a_method_can_override_training_settings_for_its_runs_only(raw):
     assert lora["training"]["learning_rate"] == raw["families"]["fwlora_rt"]["training"]["learning_rate"]
     raw["families"]["fwlora_rt"]["methods"]["adalora"]["training"] = {"learning_rat": 3e-2}
     assert "families.fwlora_rt.methods.adalora.training.learning_rat (unknown key)" in _error(raw)
+
+
+def test_the_seed_000_config_validates_and_plans_hest_after_tabs(tmp_path):
+    """configs/seed000.yaml (Llama-2-7B-chat on CNN/DailyMail, needs a hub): it validates,
+    carries the seed's R, k and E_max ratio, and a dry run plans 7 methods x 3 seeds with
+    each HEST-family run after TABS's run of the same seed."""
+    cfg = load_config(ROOT / "configs" / "seed000.yaml")
+    fam = cfg["families"]["spectral_cnndm"]
+    assert (fam["methods"]["hest"]["rank"], fam["methods"]["hest"]["controller_dim"]) == (16, 32)
+    assert fam["methods"]["hest"]["energy_ratio"] == 0.6 and cfg["datasets"]["cnn_dailymail"]["max_length"] == 4096
+    assert len(list(iter_runs(cfg))) == 21
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(ROOT / "configs" / "seed000.yaml"),
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile"), "--printshellcmds"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    assert counts.get("finetune") == "21" and counts.get("energy_table") == "1", proc.stdout[-2000:]
 
 
 def test_the_seed_004_config_validates_and_plans_every_run(tmp_path):

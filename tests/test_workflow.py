@@ -24,7 +24,7 @@ RUNS = [
     "sentiment--fw_lora--b5--s0", "sentiment--fw_lora--b5--s1",
     "sentiment--lora--b5--s0", "sentiment--lora--b5--s1",
     "sentiment--adalora--b5--s0", "sentiment--adalora--b5--s1",
-    "summarisation--lora--b5--s0",
+    "spectral--hest--b5--s0", "spectral--tabs--b5--s0", "spectral--lora--b5--s0",
 ]
 FIGURES = FIGURE_KINDS
 
@@ -99,7 +99,7 @@ def test_every_stage_writes_its_outputs(workdir):
         if metrics["method"] == "fw_lora":
             assert sum(per_module["importance"].values()) == pytest.approx(1.0)
             assert set(per_module["importance"]) <= set(per_module["delta_norm"]) | {"bert.pooler.dense"}
-    for family in ("sentiment", "summarisation"):
+    for family in ("sentiment", "spectral"):
         for kind in FIGURES:
             for suffix in ("png", "pdf"):
                 assert (workdir / f"results/comparison/{family}/{kind}.{suffix}").stat().st_size > 0
@@ -127,7 +127,7 @@ def test_changing_one_method_reruns_only_its_downstream(workdir):
     assert all("--adalora--" in wc for _, wc in per_run), per_run
     others = {rule for rule, wc in jobs if (rule, wc) not in per_run}
     assert "tokenise" not in others and "model_asset" not in others
-    assert all("family=summarisation" not in wc for _, wc in jobs)
+    assert all("family=spectral" not in wc for _, wc in jobs)
 
 
 def test_one_figure_is_a_target(workdir):
@@ -141,9 +141,41 @@ def test_one_figure_is_a_target(workdir):
 
 
 def test_one_family_runs_alone(workdir):
-    jobs = planned_jobs(workdir, "--forceall", "results/comparison/summarisation/aggregated_metrics.json")
+    jobs = planned_jobs(workdir, "--forceall", "results/comparison/spectral/aggregated_metrics.json")
     assert jobs and all("sentiment" not in wc for _, wc in jobs)
-    assert ("aggregate_family", "family=summarisation") in jobs
+    assert ("aggregate_family", "family=spectral") in jobs
+
+
+def test_a_family_out_of_the_default_run_is_one_target_away(workdir):
+    assert not any("spectral_more" in wc for _, wc in planned_jobs(workdir, "--forceall"))
+    jobs = planned_jobs(workdir, "results/comparison/spectral_more/aggregated_metrics.json")
+    trained = {wc for rule, wc in jobs if rule == "finetune"}
+    assert trained == {f"run=spectral_more--{m}--b5--s0" for m in ("tabs", "bhsp", "hest_soft")}
+
+
+def test_hest_trains_after_tabs_and_its_export_reloads_through_the_registry(workdir):
+    """HEST's E_max comes from TABS's run (its registry entry), wired by the rules; the
+    hardened HEST is not a plain model, yet it was profiled and evaluated like the others."""
+    hest_run, tabs_run = "spectral--hest--b5--s0", "spectral--tabs--b5--s0"
+    (record,) = [r for r in read_records(workdir / "logs/jobs")
+                 if r.get("rule") == "finetune" and r["wildcards"]["run"] == hest_run]
+    assert any(f"results/runs/{tabs_run}/train_summary.json" in i for i in record["inputs"])
+    tabs = json.loads((workdir / f"results/runs/{tabs_run}/train_summary.json").read_text())
+    hest = json.loads((workdir / f"results/runs/{hest_run}/train_summary.json").read_text())
+    reference = tabs["validation"]["modelled_adapter_j_per_sample"]
+    assert hest["method_stats"]["e_max_j"] == pytest.approx(0.6 * reference)
+    export = workdir / f"results/exports/{hest_run}"
+    assert json.loads((export / "export.json").read_text())["method"] == "hest"
+    assert (export / "spectral_export.json").exists()
+    metrics = json.loads((workdir / f"results/runs/{hest_run}/metrics.json").read_text())
+    m = metrics["metrics"]
+    assert m["controller_params"] > 0 and m["e_max_j"] == pytest.approx(0.6 * reference)
+    assert m["long_sample_tokens"] == 96 and m["e_max_worst_ratio"] <= 1.0  # the cap held by construction
+    assert 0 < m["adapter_flop_share"] <= m["adapter_flop_share_max"] < 1
+    assert metrics["energy_table"]["source"] == "default" and metrics["energy_table"]["reference"]
+    assert set(metrics["per_layer"]["gate_utilisation"]) == {"off", "int8", "fp16"}
+    lora = json.loads((workdir / "results/runs/spectral--lora--b5--s0/metrics.json").read_text())["metrics"]
+    assert lora["controller_params"] == 0 and lora["modelled_adapter_j_per_sample"] == 0.0
 
 
 def test_html_report_has_captions(workdir):
