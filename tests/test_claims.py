@@ -293,3 +293,209 @@ def test_the_schema_rejects_a_malformed_claim(raw, fields, expected):
     with pytest.raises(ConfigError) as info:
         validate_config(_with_claim(raw, **fields))
     assert expected in str(info.value)
+
+
+# ---------------------------------------------------------------- exact metrics, bound claims, modelled numbers
+
+ENERGY_TABLE = {"source": "default", "reference": "test defaults", "j_per_flop": {"int8": 1e-13, "16bit": 7e-13}}
+
+
+def metric_family(tmp_path, values: dict[str, dict[str, list]]) -> dict:
+    """Runs of the given methods whose metrics include these values (one per seed; None: null)."""
+    records = []
+    n_seeds = max(len(v) for per_metric in values.values() for v in per_metric.values())
+    for method, per_metric in values.items():
+        for seed in range(n_seeds):
+            metrics = classification_metrics(0.8, None) | {m: v[seed] for m, v in per_metric.items()}
+            record = run_record("sentiment", method, seed, metrics, "unavailable")
+            records.append(record | {"energy_table": ENERGY_TABLE})
+    return aggregate_family("sentiment", write_records(tmp_path, records), family_cfg(methods=list(values)))
+
+
+def params_claim(**fields) -> dict:
+    return claim(**{"metric": "controller_params", "comparison": "ratio_at_most", "ratio": 0.1, "exact": True, **fields})
+
+
+def test_an_exact_count_is_judged_from_a_single_seed(tmp_path):
+    obj = metric_family(tmp_path, {"fwlora": {"controller_params": [5000]}, "lora": {"controller_params": [100000]}})
+    holds, fails, interval = check(obj, params_claim(), params_claim(ratio=0.01), params_claim(exact=False))
+    assert holds["verdict"] == HOLDS and holds["basis"] == "exact"
+    assert holds["estimate"] == {"kind": "ratio", "value": 0.05, "basis": "exact", "se": 0.0, "ci_low": 0.05,
+                                 "ci_high": 0.05}
+    assert "is exact (fixed by the configuration; 1 fwlora seed and 1 lora seed agree)" in holds["reason"]
+    assert fails["verdict"] == FAILS and "above the claimed bound 0.01" in fails["reason"]
+    # The same count judged by an interval: n = 1 has none; the point value is still shown.
+    assert interval["verdict"] == INCONCLUSIVE and interval["estimate"] is None
+    assert interval["point_estimate"] == {"kind": "ratio", "value": pytest.approx(0.05)}
+    assert "Point value: ratio 0.05 (claimed ≤ 0.10)." in interval["reason"]
+    markdown = claims_markdown({"sentiment": [holds, interval]})
+    assert "ratio 0.05 (exact)" in markdown and "ratio 0.05 (point value: no CI at n=1)" in markdown
+    assert "(controller_params, ratio_at_most ≤ 0.10, budget 0.5%, exact)" in markdown
+    assert "fwlora 5,000 (n=1); lora 100,000 (n=1)" in markdown
+
+
+def test_an_exact_metric_whose_seeds_disagree_is_not_comparable(tmp_path):
+    obj = metric_family(tmp_path, {"fwlora": {"controller_params": [5000, 5000, 5100]},
+                                   "lora": {"controller_params": [100000, 100000, 100000]}})
+    (row,) = check(obj, params_claim())
+    assert row["verdict"] == NOT_COMPARABLE
+    assert "marked exact, but the fwlora seeds disagree (seed 0: 5,000, seed 1: 5,000, seed 2: 5,100)" in row["reason"]
+
+
+@pytest.mark.parametrize(
+    "fields, verdict",
+    [
+        ({"comparison": "matches", "tolerance": 10.0}, HOLDS),  # 5000 vs 5010
+        ({"comparison": "matches", "tolerance": 1.0}, FAILS),
+        ({"comparison": "better"}, HOLDS),  # fewer parameters is better
+        ({"comparison": "better", "method": "lora", "against": "fwlora"}, FAILS),
+        ({"comparison": "value", "tolerance": 0.0, "seed_values": {"fwlora": 5000}}, HOLDS),
+        ({"comparison": "value", "tolerance": 0.0, "seed_values": {"fwlora": 4000}}, FAILS),
+    ],
+)
+def test_exact_comparisons_reach_both_verdicts(tmp_path, fields, verdict):
+    obj = metric_family(tmp_path, {"fwlora": {"controller_params": [5000, 5000]},
+                                   "lora": {"controller_params": [5010, 5010]}})
+    exact = claim(metric="controller_params", exact=True, seed_setting={"model": "minilm", "dataset": "rt"}) | fields
+    (row,) = check(obj, exact)
+    assert row["verdict"] == verdict and row["estimate"]["basis"] == "exact"
+
+
+def cap_claim(**fields) -> dict:
+    return {"claim": "never exceeds the cap", "seed": "000", "metric": "e_max_worst_ratio", "budget": 0.5,
+            "method": "fwlora", "comparison": "at_most", "limit": 1.0, **fields}
+
+
+@pytest.mark.parametrize(
+    "values, verdict, worst, said",
+    [
+        ([0.90, 0.95, 0.99], HOLDS, 0.99, "Every fwlora seed is within the limit: e_max_worst_ratio 0.99 (seed 2"),
+        ([0.90, 1.02, 0.80], FAILS, 1.02, "Seed 1 of fwlora exceeds the limit: e_max_worst_ratio 1.02 > 1"),
+        ([0.90, None, 0.95], INCONCLUSIVE, 0.95, "fwlora seed(s) [1] have no e_max_worst_ratio value"),
+    ],
+)
+def test_at_most_is_judged_on_the_worst_seed(tmp_path, values, verdict, worst, said):
+    obj = metric_family(tmp_path, {"fwlora": {"e_max_worst_ratio": values}, "lora": {}})
+    (row,) = check(obj, cap_claim())
+    assert row["verdict"] == verdict and said in row["reason"]
+    assert row["basis"] == "every seed" and row["estimate"]["value"] == worst and row["estimate"]["kind"] == "max"
+    assert row["modelled"] and "Modelled numbers: priced by the energy table (default), not measured." in row["reason"]
+    assert list(row["ours"]) == ["fwlora"] and row["against"] is None
+
+
+def test_at_most_without_any_value_is_not_comparable(tmp_path):
+    obj = metric_family(tmp_path, {"fwlora": {"e_max_worst_ratio": [None, None]}, "lora": {}})
+    (row,) = check(obj, cap_claim())
+    assert row["verdict"] == NOT_COMPARABLE and "unavailable (null) in every fwlora run" in row["reason"]
+
+
+LONG = {"fwlora": {"modelled_adapter_j_long_sample": [2.0e-3, 2.4e-3, 2.2e-3]},
+        "lora": {"e_max_j": [1.0e-3, 1.0e-3, 1.0e-3]}}
+
+
+def overshoot(**fields) -> dict:
+    return {"claim": "fwlora overshoots lora's cap", "seed": "000", "metric": "modelled_adapter_j_long_sample",
+            "budget": 0.5, "method": "fwlora", "against": "lora", "against_metric": "e_max_j",
+            "comparison": "ratio_at_least", "ratio": 1.8, **fields}
+
+
+@pytest.mark.parametrize("bound, verdict", [(1.8, HOLDS), (2.0, HOLDS), (2.1, FAILS)])
+def test_ratio_at_least_divides_by_another_metric_seed_by_seed(tmp_path, bound, verdict):
+    (row,) = check(metric_family(tmp_path, LONG), overshoot(ratio=bound))
+    assert row["verdict"] == verdict
+    assert row["estimate"]["value"] == pytest.approx(2.0) and row["estimate"]["seed"] == 0
+    assert row["estimate"]["per_seed"] == {"0": pytest.approx(2.0), "1": pytest.approx(2.4), "2": pytest.approx(2.2)}
+    assert list(row["ours"]) == ["fwlora", "lora e_max_j"] and row["modelled"]
+    markdown = claims_markdown({"sentiment": [row]})
+    assert "ratio 2.00 (smallest of 3 seeds)" in markdown
+    assert f"(modelled_adapter_j_long_sample / e_max_j, ratio_at_least ≥ {bound:.2f}, budget 0.5%, MODELLED" in markdown
+    assert "fwlora 2.2 ± 0.1155 mJ (n=3); lora e_max_j 1 ± 0 mJ (n=3)" in markdown
+    if verdict == FAILS:
+        assert "Seed 0: fwlora modelled_adapter_j_long_sample / lora e_max_j = 2.00, below the claimed 2.10" in row["reason"]
+
+
+def test_ratio_at_least_with_a_missing_seed_or_a_zero_denominator(tmp_path):
+    missing = {**LONG, "fwlora": {"modelled_adapter_j_long_sample": [2.0e-3, None, 2.2e-3]}}
+    (row,) = check(metric_family(tmp_path / "a", missing), overshoot())
+    assert row["verdict"] == INCONCLUSIVE and "seed(s) [1] lack one of the two values" in row["reason"]
+    zero = {**LONG, "lora": {"e_max_j": [1.0e-3, 0.0, 1.0e-3]}}
+    (row,) = check(metric_family(tmp_path / "b", zero), overshoot())
+    assert row["verdict"] == NOT_COMPARABLE and "lora's e_max_j is 0 in seed 1" in row["reason"]
+
+
+def test_claims_on_modelled_numbers_say_so_and_measured_ones_need_a_counter(tmp_path):
+    obj = metric_family(tmp_path, {"fwlora": {"modelled_j_per_sample": [0.010, 0.011, 0.012]},
+                                   "lora": {"modelled_j_per_sample": [0.020, 0.021, 0.022]}})
+    modelled, measured = check(obj, claim(metric="modelled_j_per_sample", comparison="ratio_at_most", ratio=0.7),
+                               claim(metric="energy_j_per_sample", comparison="ratio_at_most", ratio=0.7))
+    assert modelled["verdict"] == HOLDS and modelled["modelled"] and modelled["energy_table"] == "default"
+    assert modelled["reason"].endswith("Modelled numbers: priced by the energy table (default), not measured.")
+    assert measured["verdict"] == NOT_COMPARABLE and not measured["modelled"] and measured["energy_table"] is None
+    assert "No energy counter on this machine" in measured["reason"]
+    markdown = claims_markdown({"sentiment": [modelled, measured]})
+    assert "budget 0.5%, MODELLED (energy table: default), not measured)" in markdown
+    assert "fwlora 11 ± 0.5774 mJ (n=3); lora 21 ± 0.5774 mJ (n=3)" in markdown
+
+
+def test_joules_and_small_numbers_are_readable():
+    from wattpeft.report.claims import format_value
+
+    assert format_value("modelled_j_per_sample", 0.0209) == "20.9 mJ"
+    assert format_value("e_max_j", 1.0616e-4) == "106.2 µJ"
+    assert format_value("energy_j_per_sample", 1.5) == "1.5 J"
+    assert format_value("modelled_adapter_j_per_sample", 0.0) == "0 J"
+    assert format_value("e_max_worst_ratio", 0.99976) == "0.9998"
+    assert format_value("adapter_flop_share", 0.0068) == "0.0068"
+
+
+def test_the_spectral_claims_on_spectral_runs(tmp_path, raw):
+    """config.yaml's seeds 000/001 claims against a synthetic spectral family (2 seeds)."""
+    from test_report import spectral_family
+
+    cfg = validate_config(raw)["families"]["spectral"]
+    rows = check_claims("spectral", cfg, spectral_family(tmp_path))
+    assert [row["metric"] for row in rows] == [
+        "rougeL", "energy_j_per_sample", "modelled_j_per_sample", "modelled_adapter_j_per_sample", "latency_p99_ms",
+        "controller_params", "e_max_worst_ratio", "modelled_adapter_j_long_sample"]
+    verdicts = [row["verdict"] for row in rows]
+    assert verdicts[1] == NOT_COMPARABLE and "No energy counter" in rows[1]["reason"]
+    assert verdicts[5:] == [HOLDS, HOLDS, HOLDS]  # exact count; cap held in both seeds; 5.66 mJ / 0.106 mJ >= 1.8
+    assert [row["modelled"] for row in rows] == [False, False, True, True, False, False, True, True]
+    assert all(row["setting_note"].startswith("seed: Llama-2-7B-chat on CNN/DailyMail") for row in rows)
+    assert all(row["seed_setting"] == {"model": "Llama-2-7B-chat", "dataset": "CNN/DailyMail"} for row in rows)
+
+
+# ---------------------------------------------------------------- schema and checks of the new fields
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"comparison": "at_most", "against": None, "tolerance": None}, "'limit' is a required property"),
+        ({"comparison": "ratio_at_least", "tolerance": None}, "'ratio' is a required property"),
+        ({"comparison": "ratio_at_least", "against": None, "ratio": 1.8}, "'against' is a required property"),
+        ({"exact": "yes"}, "families.fwlora_rt.claims.0.exact"),
+        ({"limit": "one"}, "families.fwlora_rt.claims.0.limit"),
+        # beyond the schema (checks.py): fields a comparison would ignore, unknown metrics
+        ({"against_metric": "mcc"}, "families.fwlora_rt.claims[0].against_metric: only a ratio"),
+        ({"limit": 1.0}, "families.fwlora_rt.claims[0].limit: only at_most has a limit"),
+        ({"comparison": "at_most", "limit": 1.0, "tolerance": None}, "families.fwlora_rt.claims[0].against: at_most bounds"),
+        ({"comparison": "ratio_at_least", "ratio": 1.8, "against_metric": "e_max"},
+         "families.fwlora_rt.claims[0].against_metric: 'e_max' is not a metric"),
+    ],
+)
+def test_new_claim_fields_are_validated_naming_the_field(raw, fields, expected):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with_claim(raw, **fields))
+    assert expected in str(info.value)
+
+
+def test_new_comparisons_on_modelled_metrics_validate(raw):
+    cross = _with_claim(raw, comparison="ratio_at_least", ratio=1.8, tolerance=None,
+                        metric="modelled_adapter_j_long_sample", against_metric="e_max_j")
+    cap = _with_claim(raw, comparison="at_most", limit=1.0, against=None, tolerance=None, metric="e_max_worst_ratio")
+    own = _with_claim(raw, comparison="ratio_at_most", ratio=1.0, tolerance=None, against="lora",
+                      metric="modelled_adapter_j_long_sample", against_metric="e_max_j")  # one method, two metrics
+    count = _with_claim(raw, comparison="ratio_at_most", ratio=0.1, tolerance=None, metric="controller_params", exact=True)
+    for cfg in (cross, cap, own, count):
+        validate_config(cfg)

@@ -553,3 +553,133 @@ def test_delta_norm_figure_keeps_the_largest_budget_when_space_is_short(tmp_path
     assert budgets == [1.0] and "largest budget only" in note
     assert "largest budget only" in _figure_text("delta_norm", family)
     make_figure("delta_norm", "sentiment", family, tmp_path / "delta")
+
+
+# ---------------------------------------------------------------- spectral figures: gate utilisation, spectral table
+
+SPECTRAL = {
+    "primary_metric": {"name": "rougeL", "direction": "maximize"},
+    "methods": {"hest": {"role": "proposed"}, "tabs": {"role": "baseline"}, "lora": {"role": "baseline"}},
+}
+ENERGY_TABLE = {"source": "default", "reference": "Horowitz, ISSCC 2014 (test)", "j_per_flop": {"int8": 1.15e-13, "16bit": 7.5e-13}}
+GATES = {  # per method and seed: {state: share per layer (3 layers)}
+    "hest": [{"off": [0.1, 0.0, 0.0], "int8": [0.6, 0.8, 0.7], "fp16": [0.3, 0.2, 0.3]},
+             {"off": [0.3, 0.0, 0.2], "int8": [0.4, 0.6, 0.5], "fp16": [0.3, 0.4, 0.3]}],
+    "tabs": [{"off": [0.0, 0.0, 0.0], "fp16": [1.0, 1.0, 1.0]}, {"off": [0.5, 0.0, 0.0], "fp16": [0.5, 1.0, 1.0]}],
+}
+
+
+def spectral_metrics(method: str, seed: int, measured: float | None) -> dict:
+    controller = {"hest": 4992, "tabs": 276960, "lora": 0}[method]
+    adapter = {"hest": 5e-5, "tabs": 1.4e-4, "lora": 0.0}[method]
+    metrics = {"rougeL": 0.44 + 0.01 * seed, "latency_p99_ms": 500.0 + seed, "energy_j_per_sample": measured,
+               "modelled_j_per_sample": 0.0209 + adapter, "modelled_adapter_j_per_sample": adapter,
+               "controller_params": controller, "adapter_flop_share_max": 0.0068 if adapter else 0.0}
+    if method in ("hest", "tabs"):  # gated: E_max (HEST's cap) and one 4096-token input
+        e_max = 1.06e-4 if method == "hest" else None
+        metrics |= {"e_max_j": e_max, "modelled_adapter_j_long_sample": 1.05e-4 if e_max else 5.66e-3}
+        if e_max:
+            metrics["e_max_worst_ratio"] = 0.999 - 0.001 * seed
+    return metrics
+
+
+def spectral_family(root: Path, gates: dict = GATES, energy_source: str = "unavailable") -> dict:
+    """hest (gated: off/int8/fp16), tabs (off/fp16) and lora (no gates), two seeds each."""
+    records = []
+    for method, entry in SPECTRAL["methods"].items():
+        for seed in (0, 1):
+            measured = None if energy_source == "unavailable" else 0.03 + 0.001 * seed
+            group_id = f"spec--{method}--b0.34"
+            records.append({
+                "run_id": f"{group_id}--s{seed}", "group_id": group_id, "family": "spec", "method": method,
+                "role": entry["role"], "model": "smollm2", "dataset": "aclsum", "budget": 0.34, "seed": seed,
+                "mode": "full", "task": "summarisation", "metrics": spectral_metrics(method, seed, measured),
+                "energy_source": energy_source, "hardware": {"device": "cpu-test"}, "config_hash": f"c{seed}",
+                "data_hash": "d", "energy_table": ENERGY_TABLE,
+                "per_layer": {"gate_utilisation": gates[method][seed]} if method in gates else {},
+            })
+    return aggregate_family("spec", write_records(root, records), SPECTRAL)
+
+
+def test_gate_utilisation_and_the_energy_table_reach_the_aggregate(tmp_path):
+    family = spectral_family(tmp_path)
+    assert list(family["gate_utilisation"]) == ["spec--hest--b0.34", "spec--tabs--b0.34"]  # lora has no gates
+    hest, tabs = family["gate_utilisation"].values()
+    assert hest["states"] == ["off", "int8", "fp16"] and tabs["states"] == ["off", "fp16"]
+    assert hest["n_layers"] == 3 and hest["n"] == 2 and hest["seeds"] == [0, 1]
+    assert hest["mean"]["off"] == pytest.approx([0.2, 0.0, 0.1])
+    assert tabs["mean"]["fp16"] == pytest.approx([0.75, 1.0, 1.0])
+    assert family["runs"]["spec--hest--b0.34--s1"]["per_layer"]["gate_utilisation"] == GATES["hest"][1]
+    assert family["energy_tables"] == [ENERGY_TABLE]
+    assert {g["energy_table"] for g in family["groups"].values()} == {"default"}
+    assert family["summary"]["modelled_adapter_j_per_sample"]["spec--hest--b0.34"]["mean"] == pytest.approx(5e-5)
+    assert family["metric_directions"]["modelled_j_per_sample"] == "minimize"
+
+
+def test_runs_without_gates_or_energy_table_aggregate_to_empty_entries(written):
+    family = written[0]["families"]["sentiment"]
+    assert family["energy_tables"] == [] and family["gate_utilisation"] == {}
+    assert {g["energy_table"] for g in family["groups"].values()} == {None}
+
+
+def test_gate_utilisation_over_different_layer_counts_is_refused(tmp_path):
+    gates = {**GATES, "tabs": [GATES["tabs"][0], {"off": [0.0, 0.0], "fp16": [1.0, 1.0]}]}
+    with pytest.raises(MetricsFileError, match="spec--tabs--b0.34.*different numbers of layers"):
+        spectral_family(tmp_path, gates)
+
+
+def _draw(kind: str, family: str, family_obj: dict) -> tuple[str, str | None]:
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    note = FIGURES[kind](fig, family, family_obj)
+    texts = [t.get_text() for t in fig.texts]
+    texts += [t.get_text() for ax in fig.axes for t in (*ax.texts, ax.title, ax.xaxis.label, ax.yaxis.label)]
+    return " ".join(" ".join(texts).split()), note
+
+
+@pytest.mark.parametrize("kind", ["gate_utilisation", "spectral_table"])
+def test_spectral_figures_render_with_data_and_say_no_data_without(written, tmp_path, kind):
+    family = spectral_family(tmp_path / "runs")
+    paths = make_figure(kind, "spec", family, tmp_path / kind)
+    assert [p.read_bytes()[:4] for p in paths] == [PDF_MAGIC, PNG_MAGIC]
+    text, note = _draw(kind, "spec", family)
+    assert "no data" not in text
+    if kind == "gate_utilisation":
+        assert "hest [proposed]" in text and "tabs [baseline]" in text and "lora" not in text
+        assert "layer (0 = nearest the input)" in text and "n=2 seeds" in text
+        assert "hardened gates" in note and "test prompts" in note
+    else:
+        assert "priced by the energy table (default), not measured" in text
+        assert "energy table 'default'" in note and "Horowitz, ISSCC 2014 (test)" in note
+
+    empty = written[0]["families"]["sentiment"]  # no gates, no modelled energy
+    make_figure(kind, "sentiment", empty, tmp_path / f"{kind}-empty")
+    text, note = _draw(kind, "sentiment", empty)
+    assert "no data" in text and note is None
+
+
+def test_spectral_table_cells(tmp_path):
+    from wattpeft.report.spectral import joules, spectral_table
+
+    table = spectral_table(spectral_family(tmp_path))
+    assert table["rows"] == ["hest [proposed]", "tabs [baseline]", "lora [baseline]"]
+    assert table["table_source"] == "default" and table["has_data"]
+    assert sum("modelled (table: default)" in column for column in table["columns"]) == 2
+    assert "(source: unavailable)" in table["columns"][3]
+    hest, tabs, lora = table["cells"]
+    assert hest[0] == "0.445 ± 0.005\n(n=2)"  # ROUGE-L 0.44 and 0.45
+    assert hest[1] == "20.95 ± 0 mJ" and hest[2] == "50 ± 0 µJ"
+    assert hest[3] == "unavailable (no counter)"
+    assert hest[4] == "500.5 ± 0.5" and hest[5] == "4,992 ± 0" and hest[6] == "0.68% ± 0.00%"
+    assert tabs[2] == "140 ± 0 µJ" and tabs[5] == "276,960 ± 0"
+    assert lora[2] == "0 J" and lora[5] == "0 ± 0" and lora[6] == "0.00% ± 0.00%"  # merged: no adapter path
+    assert joules(5.6623e-3) == "5.662 mJ" and joules(None) == "unavailable" and joules(1.2e-7, 1e-8) == "120 ± 10 nJ"
+
+
+def test_spectral_table_names_a_measured_source(tmp_path):
+    from wattpeft.report.spectral import spectral_table
+
+    table = spectral_table(spectral_family(tmp_path, energy_source="nvml_counter"))
+    assert "(source: nvml_counter)" in table["columns"][3]
+    assert table["cells"][0][3] == "30.5 ± 0.5 mJ\nmeasured (NVML energy counter)"

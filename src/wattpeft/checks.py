@@ -111,20 +111,44 @@ def _family_problems(cfg: dict) -> Iterator[str]:
         yield from _claim_problems(where, fam, None if task is None else metrics_of_task(task))
 
 
+# Metrics a run's metrics.json holds beyond metrics_of_task, that a claim may name: the energy
+# model's (evaluation/modelled_energy.py: modelled_*, priced by the energy table; E_max, its
+# worst ratio and the long input for gated methods only, null or absent otherwise) and the
+# method's parameter counts (stages/evaluate.py). A method without them gives 'not comparable'.
+CLAIM_METRICS = (
+    "modelled_j_per_sample", "modelled_adapter_j_per_sample", "modelled_adapter_j_max_sample",
+    "modelled_adapter_j_long_sample", "modelled_tokens_per_sample", "adapter_flop_share",
+    "adapter_flop_share_max", "e_max_j", "e_max_worst_ratio", "long_sample_tokens",
+    "controller_params", "adapter_params", "effective_adapter_params",
+)  # fmt: skip
+RATIO_COMPARISONS = ("ratio_at_most", "ratio_at_least")
+
+
 def _claim_problems(where: str, fam: dict, known_metrics: tuple[str, ...] | None) -> Iterator[str]:
-    """A claim names this family's methods and a metric its task produces. A budget the
-    family does not run is legal: the claim is then reported as not comparable here."""
+    """A claim names this family's methods and metrics its runs produce, and no field its
+    comparison would ignore. A budget the family does not run is legal: the claim is then
+    reported as not comparable here."""
+    known = None if known_metrics is None else (*known_metrics, *CLAIM_METRICS)
     for i, claim in enumerate(fam.get("claims", [])):
         at = f"{where}.claims[{i}]"
+        comparison = claim["comparison"]
         for key in ("method", "against"):
             if key in claim and claim[key] not in fam["methods"]:
                 yield f"{at}.{key}: {claim[key]!r} is not a method of this family; choose one of {list(fam['methods'])}"
-        if claim.get("against") == claim["method"]:
+        if claim.get("against") == claim["method"] and claim.get("against_metric", claim["metric"]) == claim["metric"]:
             yield f"{at}.against: {claim['method']!r} is compared with itself"
-        if known_metrics is not None and claim["metric"] not in known_metrics:
-            yield f"{at}.metric: {claim['metric']!r} is not a metric of this task; choose one of {list(known_metrics)}"
-        if claim["comparison"] == "value" and claim["method"] not in claim.get("seed_values", {}):
+        for key in ("metric", "against_metric"):
+            if known is not None and key in claim and claim[key] not in known:
+                yield f"{at}.{key}: {claim[key]!r} is not a metric of this task; choose one of {list(known)}"
+        if comparison == "value" and claim["method"] not in claim.get("seed_values", {}):
             yield f"{at}.seed_values: a value claim needs the seed's value for {claim['method']!r}"
+        if "against_metric" in claim and comparison not in RATIO_COMPARISONS:
+            yield (f"{at}.against_metric: only a ratio ({', '.join(RATIO_COMPARISONS)}) divides by another "
+                   f"metric; {comparison} would ignore it")
+        if "limit" in claim and comparison != "at_most":
+            yield f"{at}.limit: only at_most has a limit; {comparison} would ignore it"
+        if comparison == "at_most" and "against" in claim:
+            yield f"{at}.against: at_most bounds {claim['method']!r}'s own values; it compares with no other method"
 
 
 def _search_spaces(cfg: dict) -> Iterator[tuple[str, dict, list[str]]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from wattpeft import __version__
+from wattpeft.report.layers import group_gate_utilisation
 from wattpeft.report.stats import is_number, seed_stats, welch_test
 from wattpeft.utils.io import read_json, write_json
 
@@ -30,7 +31,7 @@ MEASURED_ENERGY_SOURCES = ("nvml_counter", "nvml_power", "rapl")
 ENERGY_SOURCES = (*MEASURED_ENERGY_SOURCES, "estimated", "simulated", "unavailable")
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
-METRIC_DIRECTIONS = {
+METRIC_DIRECTIONS: dict[str, str | None] = {
     "accuracy": MAXIMIZE, "mcc": MAXIMIZE, "macro_f1": MAXIMIZE, "f1": MAXIMIZE,
     "rouge1": MAXIMIZE, "rouge2": MAXIMIZE, "rougeL": MAXIMIZE, "rougeLsum": MAXIMIZE,
     "hypervolume": MAXIMIZE, "average_accuracy": MAXIMIZE, "auc_retained_accuracy": MAXIMIZE,
@@ -38,16 +39,27 @@ METRIC_DIRECTIONS = {
     "train_time_s": MINIMIZE, "eval_loss": MINIMIZE, "loss": MINIMIZE, "perplexity": MINIMIZE,
     "trainable_params": MINIMIZE, "achieved_budget_pct": MINIMIZE, "controller_params": MINIMIZE,
     "peak_power_w": MINIMIZE, "mape": MINIMIZE, "extra_memory_mb": MINIMIZE,
+    "e_max_worst_ratio": MINIMIZE, "adapter_flop_share": MINIMIZE,
+    "modelled_tokens_per_sample": None,  # the inputs' length: neither better nor worse
 }
 # Families of metrics named by prefix (latency_p50_ms, energy_j_per_sample_net, ...).
 PREFIX_DIRECTIONS = (
     ("latency", MINIMIZE), ("energy", MINIMIZE), ("forgetting", MINIMIZE),
-    ("rouge", MAXIMIZE), ("accuracy", MAXIMIZE),
+    ("rouge", MAXIMIZE), ("accuracy", MAXIMIZE), ("modelled", MINIMIZE),
 )
+# Metrics priced by an energy table (energy/table.py), not measured: they start with
+# "modelled_" (the measured ones start with "energy", which an unavailable energy source
+# forbids), and E_max, HEST's per-sequence cap, with its worst ratio over the inputs.
+MODELLED_PREFIXES = ("modelled_", "e_max_")
 
 
 class MetricsFileError(ValueError):
     """A metrics.json that exists but cannot be used (bad JSON, missing key, bad value)."""
+
+
+def is_modelled(metric: str) -> bool:
+    """True for a metric computed from the energy table (a model), never a measurement."""
+    return metric.startswith(MODELLED_PREFIXES)
 
 
 def metric_direction(name: str, primary: dict | None = None) -> str | None:
@@ -215,6 +227,13 @@ def combined_energy_source(sources: Iterable[str]) -> str:
     return distinct[0] if len(distinct) == 1 else "mixed: " + ", ".join(distinct)
 
 
+def energy_table_source(tables: Iterable[dict | None]) -> str | None:
+    """The source ('default' / 'measured') of the energy table that priced the runs' modelled_*
+    metrics, 'mixed: a, b' when they differ, None when no run names one."""
+    sources = [table.get("source") or "unknown" for table in tables if isinstance(table, dict)]
+    return combined_energy_source(sources) if sources else None
+
+
 def _group_provenance(members: list[dict]) -> dict:
     first = members[0]
     return {
@@ -229,6 +248,7 @@ def _group_provenance(members: list[dict]) -> dict:
         "energy_source": combined_energy_source(run["energy_source"] for run in members),
         "energy_sources": sorted({run["energy_source"] for run in members}),
         "energy_flags": sorted({flag for run in members for flag in run.get("energy_flags", [])}),
+        "energy_table": energy_table_source(run.get("energy_table") for run in members),
         "hardware": _distinct(run["hardware"] for run in members),
         "config_hashes": _distinct(run["config_hash"] for run in members),
         "data_hashes": _distinct(run["data_hash"] for run in members),
@@ -402,8 +422,26 @@ def family_object(family: str, runs: list[dict], family_cfg: dict) -> dict:
         "non_scalar_metrics": non_scalar,
         "energy_sources": sorted({run["energy_source"] for run in runs}),
         "energy_flags": sorted({flag for run in runs for flag in run.get("energy_flags", [])}),
+        # The tables that priced the modelled_* metrics (source, reference, J/FLOP): [] when
+        # no run has modelled energy.
+        "energy_tables": _distinct(run["energy_table"] for run in runs if isinstance(run.get("energy_table"), dict)),
+        # Per gated group: the share of (token, direction) pairs in each gate state per layer,
+        # mean over seeds (report.layers.group_gate_utilisation); {} when no run has gates.
+        "gate_utilisation": _gate_utilisation(groups),
         "mode": runs[0]["mode"],
     }
+
+
+def _gate_utilisation(groups: dict[str, list[dict]]) -> dict:
+    out = {}
+    for group_id, members in groups.items():
+        try:
+            utilisation = group_gate_utilisation(members)
+        except ValueError as err:
+            raise MetricsFileError(f"group {group_id!r}: {err}") from err
+        if utilisation is not None:
+            out[group_id] = utilisation
+    return out
 
 
 def _run_provenance(run: dict) -> dict:
@@ -411,7 +449,7 @@ def _run_provenance(run: dict) -> dict:
             "hardware", "energy_source", "mode")
     record = {key: run[key] for key in keys}
     for optional in ("energy_reason", "energy_flags", "energy_windows", "budget_achieved_pct",
-                     "model", "dataset", "task", "n_test", "per_module"):
+                     "model", "dataset", "task", "n_test", "per_module", "per_layer", "energy_table"):
         record[optional] = run.get(optional)
     record["metrics_file"] = run["_path"]
     return record

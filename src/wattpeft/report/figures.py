@@ -7,6 +7,10 @@ display needed) and saved without timestamps, so a rerun gives the same bytes.
 Unavailable values are drawn as the word "unavailable", never as a zero bar,
 and every figure names its energy source in a footer: 'estimated' and
 'simulated' energy is never passed off as measured.
+
+Shared labels, formats and "no data" sentences live in drawing.py; the spectral kinds
+(gate_utilisation, spectral_table) in spectral.py. A kind may return a note that the
+footer prints above the energy source (what the data is, e.g. which energy table).
 """
 
 from __future__ import annotations
@@ -26,10 +30,26 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from wattpeft.report import spectral
 from wattpeft.report.aggregate import MAXIMIZE, MEASURED_ENERGY_SOURCES
+from wattpeft.report.drawing import (
+    ENERGY_SOURCE_LABELS,
+    UNAVAILABLE,
+    budget_text,
+    budgets_in_order,
+    format_value,
+    group_at,
+    group_stats,
+    message_axes,
+    methods_in_order,
+    metric_label,
+    missing_energy_text,
+    no_data,
+    set_title,
+    stat_mean,
+)
 from wattpeft.report.kinds import FIGURE_KINDS
 from wattpeft.report.layers import LayerGrid, family_module_stats
-from wattpeft.report.stats import is_number
 from wattpeft.utils.io import atomic_path
 
 RC = {
@@ -42,60 +62,6 @@ PDF_METADATA = {"CreationDate": None, "ModDate": None}  # no timestamp: reruns a
 PNG_DPI = 150
 ROLE_COLORS = {"proposed": "#d55e00", "baseline": "#0072b2", "ablation": "#8c8c8c"}  # colour-blind safe
 SERIES_COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7")
-UNAVAILABLE = "unavailable"
-
-METRIC_LABELS = {
-    "accuracy": "Accuracy (fraction, 0-1)",
-    "mcc": "Matthews correlation (-1 to 1)",
-    "macro_f1": "Macro F1 (fraction, 0-1)",
-    "rouge1": "ROUGE-1 F1 (fraction, 0-1)",
-    "rouge2": "ROUGE-2 F1 (fraction, 0-1)",
-    "rougeL": "ROUGE-L F1 (fraction, 0-1)",
-    "rougeLsum": "ROUGE-Lsum F1 (fraction, 0-1)",
-    "latency_p50_ms": "Latency p50 (ms, batch 1)",
-    "latency_p99_ms": "Latency p99 (ms, batch 1)",
-    "energy_j_per_sample": "Energy (J per sample)",
-    "energy_j_per_sample_net": "Energy above idle (J per sample)",
-    "train_time_s": "Training time (s)",
-    "trainable_params": "Trainable parameters (count)",
-    "achieved_budget_pct": "Achieved adapter budget (% of backbone)",
-    "eval_loss": "Evaluation loss (cross-entropy, nats)",
-    "hypervolume": "Hypervolume (unitless)",
-    "perplexity": "Perplexity",
-}
-ENERGY_SOURCE_LABELS = {
-    "nvml_counter": "measured (NVML energy counter)",
-    "nvml_power": "measured (NVML power sampling)",
-    "rapl": "measured (RAPL counter)",
-    "estimated": "ESTIMATED (TDP-based, not measured)",
-    "simulated": "SIMULATED (roofline model, not measured)",
-    "unavailable": "unavailable (no counter)",
-}
-
-
-def metric_label(name: str) -> str:
-    return METRIC_LABELS.get(name, name)
-
-
-def energy_source_label(source: str) -> str:
-    """Readable label for one source or a 'mixed: a, b' combination."""
-    if source.startswith("mixed: "):
-        parts = source.removeprefix("mixed: ").split(", ")
-        return "mixed: " + "; ".join(ENERGY_SOURCE_LABELS.get(p, p) for p in parts)
-    return ENERGY_SOURCE_LABELS.get(source, source)
-
-
-def format_value(value: float | None) -> str:
-    if value is None:
-        return UNAVAILABLE
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 0.01 or magnitude == 0:
-        return f"{value:.3f}"
-    return f"{value:.2g}"
 
 
 # ---------------------------------------------------------------- family data
@@ -118,19 +84,11 @@ def _group_ids(family_obj: dict) -> list[str]:
 
 def _group_label(prov: dict, multiline: bool = True) -> str:
     budget, achieved = prov["budget"], prov.get("budget_achieved_pct")
-    budget_text = f"{budget:g}%" if isinstance(budget, (int, float)) else None
-    if budget_text and isinstance(achieved, (int, float)):
-        budget_text += f" (got {achieved:.3g}%)"  # the nominal budget beside the achieved one
-    parts = [prov["method"], budget_text, f"[{prov['role']}]"]
+    nominal = f"{budget:g}%" if isinstance(budget, (int, float)) else None
+    if nominal and isinstance(achieved, (int, float)):
+        nominal += f" (got {achieved:.3g}%)"  # the nominal budget beside the achieved one
+    parts = [prov["method"], nominal, f"[{prov['role']}]"]
     return ("\n" if multiline else " ").join(p for p in parts if p)
-
-
-def _stats(family_obj: dict, metric: str, group_id: str) -> dict | None:
-    return family_obj["summary"].get(metric, {}).get(group_id)
-
-
-def _mean(stats: dict | None) -> float | None:
-    return None if stats is None else stats["mean"]
 
 
 def _energy_metrics(family_obj: dict) -> list[str]:
@@ -157,21 +115,13 @@ def _footer_text(family_obj: dict) -> str:
             "error bars: standard error (std/sqrt(n))")
 
 
-def missing_energy_text(source: str, flags: list[str]) -> str:
-    """Why an energy value is missing: no counter at all, or a counter whose windows were
-    not valid (too short, reset, ...). A figure never says 'no counter' for the second."""
-    if source == "unavailable":
-        return "unavailable (no counter)"
-    return f"no valid window ({', '.join(flags) or source})"
-
-
 # ---------------------------------------------------------------- drawing helpers
 
 
 def _bar_with_annotation(ax: Axes, x: float, stats: dict | None, width: float, color: str,
                          hatch: str | None = None, metric: str = "") -> None:
     """One bar with a +-se error bar and 'mean +- se / n' above it, or the word 'unavailable'."""
-    mean = _mean(stats)
+    mean = stat_mean(stats)
     if mean is None:
         missing = _missing_text(stats, metric)
         ax.text(x, 0, f" {missing}", rotation=90, ha="center", va="bottom", fontsize=8, color="#555555")
@@ -190,13 +140,6 @@ def _missing_text(stats: dict | None, metric: str) -> str:
     if stats is not None and metric.startswith("energy"):
         return missing_energy_text(stats["energy_source"], stats.get("energy_flags", []))
     return UNAVAILABLE
-
-
-def _message_axes(ax: Axes, message: str) -> None:
-    """Replace a plot with an explanation: an absent value is not drawn as 0."""
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, transform=ax.transAxes, wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _group_axis(ax: Axes, family_obj: dict, group_ids: list[str]) -> None:
@@ -219,12 +162,6 @@ def _role_legend(ax: Axes, family_obj: dict) -> None:
               title="role", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
 
-def _set_title(ax: Axes, text: str, width: int = 72) -> None:
-    """Title wrapped so it never runs past the figure edge."""
-    lines = [wrapped for line in text.split("\n") for wrapped in textwrap.wrap(line, width) or [""]]
-    ax.set_title("\n".join(lines))
-
-
 def _direction_note(family_obj: dict, metric: str) -> str:
     direction = family_obj["metric_directions"].get(metric)
     if direction is None:
@@ -242,13 +179,13 @@ def draw_primary_bar(fig: Figure, family: str, family_obj: dict) -> None:
     group_ids = _group_ids(family_obj)
     for x, gid in enumerate(group_ids):
         color = ROLE_COLORS[family_obj["groups"][gid]["role"]]
-        _bar_with_annotation(ax, x, _stats(family_obj, metric, gid), 0.6, color, metric=metric)
+        _bar_with_annotation(ax, x, group_stats(family_obj, metric, gid), 0.6, color, metric=metric)
     _group_axis(ax, family_obj, group_ids)
     _headroom(ax)
     ax.set_ylabel(metric_label(metric))
     gap = family_obj["gap"]
     gap_text = f"gap {gap:+.2f}% (positive = proposed better)" if gap is not None else f"gap: n/a ({family_obj['gap_note']})"
-    _set_title(ax, f"{family}: {metric}{_direction_note(family_obj, metric)}, mean ± se over seeds\n{gap_text}")
+    set_title(ax, f"{family}: {metric}{_direction_note(family_obj, metric)}, mean ± se over seeds\n{gap_text}")
     _role_legend(ax, family_obj)
 
 
@@ -273,7 +210,7 @@ def draw_seed_spread(fig: Figure, family: str, family_obj: dict) -> None:
             ax.annotate(f"s{seed}", (x + offset, value), xytext=(4, 0), textcoords="offset points", fontsize=6, va="center")
     _group_axis(ax, family_obj, group_ids)
     ax.set_ylabel(metric_label(metric))
-    _set_title(ax, f"{family}: {metric} per seed{_direction_note(family_obj, metric)}\n(points: one run each, labelled by seed; box: quartiles where n >= 3)")
+    set_title(ax, f"{family}: {metric} per seed{_direction_note(family_obj, metric)}\n(points: one run each, labelled by seed; box: quartiles where n >= 3)")
     _role_legend(ax, family_obj)
 
 
@@ -285,7 +222,7 @@ def _grouped_bars(fig: Figure, family_obj: dict, metrics: list[str], hatches: tu
     for i, metric in enumerate(metrics):
         for x, gid in enumerate(group_ids):
             offset = (i - (len(metrics) - 1) / 2) * width
-            _bar_with_annotation(ax, x + offset, _stats(family_obj, metric, gid), width * 0.95,
+            _bar_with_annotation(ax, x + offset, group_stats(family_obj, metric, gid), width * 0.95,
                                  SERIES_COLORS[i % len(SERIES_COLORS)], hatches[i % len(hatches)], metric)
     _group_axis(ax, family_obj, group_ids)
     _headroom(ax)
@@ -298,28 +235,28 @@ def _grouped_bars(fig: Figure, family_obj: dict, metrics: list[str], hatches: tu
 def draw_latency(fig: Figure, family: str, family_obj: dict) -> None:
     """Batch-1 inference latency p50 and p99 per group (mean +- se over seeds)."""
     metrics = [m for m in ("latency_p50_ms", "latency_p99_ms") if m in family_obj["summary"]]
-    if not any(_mean(_stats(family_obj, m, gid)) is not None for m in metrics for gid in family_obj["groups"]):
-        _message_axes(fig.add_subplot(), f"{family}: latency unavailable\n(no latency_p50_ms / latency_p99_ms values)")
+    if not any(stat_mean(group_stats(family_obj, m, gid)) is not None for m in metrics for gid in family_obj["groups"]):
+        message_axes(fig.add_subplot(), f"{family}: latency unavailable\n(no latency_p50_ms / latency_p99_ms values)")
         return
     ax = _grouped_bars(fig, family_obj, metrics, (None, "//"))
     ax.set_ylabel("latency per sample (ms, batch 1)")
-    _set_title(ax, f"{family}: batch-1 inference latency, p50 and p99\n(lower is better), mean ± se over seeds")
+    set_title(ax, f"{family}: batch-1 inference latency, p50 and p99\n(lower is better), mean ± se over seeds")
 
 
 def draw_energy(fig: Figure, family: str, family_obj: dict) -> None:
     """Energy per test sample; the words 'unavailable (no counter)' instead of bars when null."""
     metrics = _energy_metrics(family_obj)
     sources = "; ".join(ENERGY_SOURCE_LABELS.get(s, s) for s in family_obj["energy_sources"])
-    if not any(_mean(_stats(family_obj, m, gid)) is not None for m in metrics for gid in family_obj["groups"]):
+    if not any(stat_mean(group_stats(family_obj, m, gid)) is not None for m in metrics for gid in family_obj["groups"]):
         reasons = "\n".join(_energy_reasons(family_obj)) or "no energy metric recorded"
         sources = family_obj["energy_sources"]
         headline = missing_energy_text(sources[0] if len(sources) == 1 else "mixed", family_obj.get("energy_flags", []))
-        _message_axes(fig.add_subplot(), f"energy: {headline}\n\n{reasons}")
+        message_axes(fig.add_subplot(), f"energy: {headline}\n\n{reasons}")
         fig.axes[0].set_title(f"{family}: energy per test sample")
         return
     ax = _grouped_bars(fig, family_obj, metrics, (None, "//", "xx"))
     ax.set_ylabel("energy (J per test sample)")
-    _set_title(ax, f"{family}: energy per test sample (lower is better), mean ± se\nsource: {sources}")
+    set_title(ax, f"{family}: energy per test sample (lower is better), mean ± se\nsource: {sources}")
 
 
 def draw_metric_table(fig: Figure, family: str, family_obj: dict) -> None:
@@ -355,7 +292,7 @@ def _table_rows(family_obj: dict, group_ids: list[str], metrics: list[str]) -> t
 
 
 def _table_cell(family_obj: dict, metric: str, group_id: str) -> str:
-    stats = _stats(family_obj, metric, group_id)
+    stats = group_stats(family_obj, metric, group_id)
     if stats is None or stats["mean"] is None:
         return _missing_text(stats, metric)
     spread = f" ± {format_value(stats['se'])}" if stats["se"] is not None else ""
@@ -367,7 +304,7 @@ def _table_cell(family_obj: dict, metric: str, group_id: str) -> str:
 
 def _best_column(family_obj: dict, metric: str, group_ids: list[str]) -> int | None:
     direction = family_obj["metric_directions"].get(metric)
-    means = [(i, _mean(_stats(family_obj, metric, g))) for i, g in enumerate(group_ids)]
+    means = [(i, stat_mean(group_stats(family_obj, metric, g))) for i, g in enumerate(group_ids)]
     means = [(i, m) for i, m in means if m is not None]
     if direction is None or len(means) < 2:
         return None
@@ -387,33 +324,9 @@ METHOD_COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00
 NOT_RUN = "not run"
 
 
-def _methods(family_obj: dict, group_ids: list[str] | None = None) -> list[str]:
-    """Methods in configured order (the groups' order), of `group_ids` when given."""
-    groups = family_obj["groups"]
-    return list(dict.fromkeys(groups[g]["method"] for g in (group_ids if group_ids is not None else groups)))
-
-
-def _budgets(family_obj: dict, group_ids: list[str] | None = None) -> list:
-    groups = family_obj["groups"]
-    budgets = dict.fromkeys(groups[g]["budget"] for g in (group_ids if group_ids is not None else groups))
-    return sorted(budgets, key=lambda b: (0, b, "") if is_number(b) else (1, 0, str(b)))
-
-
-def _group_at(family_obj: dict, method: str, budget, group_ids: list[str] | None = None) -> str | None:
-    for gid in group_ids if group_ids is not None else family_obj["groups"]:
-        prov = family_obj["groups"][gid]
-        if prov["method"] == method and prov["budget"] == budget:
-            return gid
-    return None
-
-
-def _budget_text(budget) -> str:
-    return f"budget {budget:g}%" if is_number(budget) else f"budget {budget}"
-
-
 def reference_method(family_obj: dict) -> tuple[str | None, str]:
     """(the method training times are compared with, why that one)."""
-    methods = _methods(family_obj)
+    methods = methods_in_order(family_obj)
     if REFERENCE_METHOD in methods:
         return REFERENCE_METHOD, f"the family has {REFERENCE_METHOD}"
     roles = {prov["method"]: prov["role"] for prov in family_obj["groups"].values()}
@@ -436,7 +349,7 @@ def _table_metrics(family_obj: dict) -> list[str]:
 def _mean_se_text(family_obj: dict, metric: str, group_id: str) -> str:
     """'acc 77.3 ± 1.3' (accuracy in percent), 'MCC 0.54 ± 0.02', else format_value."""
     label = SHORT_METRIC_LABELS.get(metric, metric)
-    stats = _stats(family_obj, metric, group_id)
+    stats = group_stats(family_obj, metric, group_id)
     if stats is None or stats["mean"] is None:
         return f"{label} {_missing_text(stats, metric)}"
     spread = f" ± {_table_number(metric, stats['se'])}" if stats["se"] is not None else ""
@@ -454,11 +367,11 @@ def _table_number(metric: str, value: float) -> str:
 def _time_ratio_text(family_obj: dict, group_id: str, reference: str | None) -> str:
     if reference is None:
         return "time: no reference"
-    ref_gid = _group_at(family_obj, reference, family_obj["groups"][group_id]["budget"])
+    ref_gid = group_at(family_obj, reference, family_obj["groups"][group_id]["budget"])
     if ref_gid is None:
         return f"time n/a (no {reference} at this budget)"
-    own = _mean(_stats(family_obj, "train_time_s", group_id))
-    ref = _mean(_stats(family_obj, "train_time_s", ref_gid))
+    own = stat_mean(group_stats(family_obj, "train_time_s", group_id))
+    ref = stat_mean(group_stats(family_obj, "train_time_s", ref_gid))
     if own is None or ref is None or ref <= 0:
         return f"time {UNAVAILABLE}"
     return f"time {own / ref:.2f}×"
@@ -468,7 +381,7 @@ def method_budget_table(family_obj: dict) -> dict:
     """The results table: {methods, budgets, reference, reference_note, metrics, cells, best},
     cells[i][j] the text for methods[i] at budgets[j]; best[j] the row of the strictly best
     primary-metric mean at budgets[j] (None without a strict winner)."""
-    methods, budgets = _methods(family_obj), _budgets(family_obj)
+    methods, budgets = methods_in_order(family_obj), budgets_in_order(family_obj)
     reference, note = reference_method(family_obj)
     metrics = _table_metrics(family_obj)
     primary = family_obj["primary_metric"]
@@ -476,16 +389,16 @@ def method_budget_table(family_obj: dict) -> dict:
     for method in methods:
         row = []
         for budget in budgets:
-            gid = _group_at(family_obj, method, budget)
+            gid = group_at(family_obj, method, budget)
             if gid is None:
                 row.append(NOT_RUN)
                 continue
-            n = (_stats(family_obj, primary, gid) or {}).get("n", 0)
+            n = (group_stats(family_obj, primary, gid) or {}).get("n", 0)
             values = " / ".join(_mean_se_text(family_obj, m, gid) for m in metrics)
             row.append(f"{values}\nn={n} · {_time_ratio_text(family_obj, gid, reference)}")
         cells.append(row)
     for budget in budgets:
-        column = [_group_at(family_obj, method, budget) for method in methods]
+        column = [group_at(family_obj, method, budget) for method in methods]
         present = [gid for gid in column if gid is not None]
         winner = _best_column(family_obj, primary, present)
         best.append(None if winner is None else column.index(present[winner]))
@@ -501,7 +414,7 @@ def draw_method_budget_table(fig: Figure, family: str, family_obj: dict) -> None
     ax = fig.add_subplot()
     ax.axis("off")
     table = ax.table(cellText=data["cells"], rowLabels=[f"{m} [{roles[m]}]" for m in data["methods"]],
-                     colLabels=[_budget_text(b) for b in data["budgets"]], bbox=(0.0, 0.0, 1.0, 1.0),
+                     colLabels=[budget_text(b) for b in data["budgets"]], bbox=(0.0, 0.0, 1.0, 1.0),
                      cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
@@ -515,7 +428,7 @@ def draw_method_budget_table(fig: Figure, family: str, family_obj: dict) -> None
     time_text = (f"time: mean training time ÷ the reference method's at the same budget; "
                  f"reference: {reference} ({data['reference_note']})" if reference
                  else f"time ratio: {data['reference_note']}")
-    _set_title(ax, f"{family}: {shown}{percent} by method and adapter budget, mean ± se over seeds (n)\n"
+    set_title(ax, f"{family}: {shown}{percent} by method and adapter budget, mean ± se over seeds (n)\n"
                    f"{time_text}\nbold: best {primary}{_direction_note(family_obj, primary)} per budget",
                width=int(10.5 * fig.get_figwidth()))
 
@@ -528,7 +441,7 @@ ANNOTATE_CELLS = 120  # importance values are written into heat-map cells up to 
 
 
 def _method_colors(family_obj: dict) -> dict[str, str]:
-    return {m: METHOD_COLORS[i % len(METHOD_COLORS)] for i, m in enumerate(_methods(family_obj))}
+    return {m: METHOD_COLORS[i % len(METHOD_COLORS)] for i, m in enumerate(methods_in_order(family_obj))}
 
 
 def _outside_note(grid: LayerGrid) -> str:
@@ -538,17 +451,10 @@ def _outside_note(grid: LayerGrid) -> str:
     return f"\nnot shown: {len(grid.outside)} module(s) outside numbered layers ({names})"
 
 
-def _no_module_data(fig: Figure, title: str, message: str) -> None:
-    ax = fig.add_subplot()
-    _message_axes(ax, message)
-    ax.axis("off")  # a sentence, not an empty plot
-    _set_title(ax, title)
-
-
 def _importance_layout(family_obj: dict) -> tuple[list[str], list, dict, LayerGrid]:
     stats, grid = family_module_stats(family_obj, "importance")
     group_ids = list(stats)
-    return _methods(family_obj, group_ids), _budgets(family_obj, group_ids), stats, grid
+    return methods_in_order(family_obj, group_ids), budgets_in_order(family_obj, group_ids), stats, grid
 
 
 def draw_importance(fig: Figure, family: str, family_obj: dict) -> None:
@@ -557,11 +463,11 @@ def draw_importance(fig: Figure, family: str, family_obj: dict) -> None:
     methods, budgets, stats, grid = _importance_layout(family_obj)
     title = f"{family}: per-module importance I_m by layer and module type"
     if not stats:
-        _no_module_data(fig, title, f"no method in family {family} reports per-module importance I_m\n"
-                                    f"(methods: {', '.join(_methods(family_obj))})")
+        no_data(fig, title, f"no method in family {family} reports per-module importance I_m\n"
+                                    f"(methods: {', '.join(methods_in_order(family_obj))})")
         return
     if not grid.types:
-        _no_module_data(fig, title, "importance is reported only for modules outside numbered layers"
+        no_data(fig, title, "importance is reported only for modules outside numbered layers"
                                     f"{_outside_note(grid)}")
         return
     gs = fig.add_gridspec(len(methods), len(budgets) + 1, width_ratios=[1.0] * len(budgets) + [0.05])
@@ -574,13 +480,13 @@ def draw_importance(fig: Figure, family: str, family_obj: dict) -> None:
     for row, method in enumerate(methods):
         for col, budget in enumerate(budgets):
             ax = fig.add_subplot(gs[row, col])
-            gid = _group_at(family_obj, method, budget, list(stats))
+            gid = group_at(family_obj, method, budget, list(stats))
             if gid is None:
-                _message_axes(ax, f"{method}, {_budget_text(budget)}:\nno importance reported")
+                message_axes(ax, f"{method}, {budget_text(budget)}:\nno importance reported")
                 continue
             image = _importance_panel(ax, grid, stats[gid], vmax)
             n = max((s["n"] for s in stats[gid].values()), default=0)
-            ax.set_title(f"{method}, {_budget_text(budget)} (n={n} seeds)", fontsize=8)
+            ax.set_title(f"{method}, {budget_text(budget)} (n={n} seeds)", fontsize=8)
             if row == len(methods) - 1:
                 ax.set_xlabel("module type")
             if col == 0:
@@ -620,12 +526,12 @@ def _delta_layout(family_obj: dict) -> tuple[list[str], list, str, dict, LayerGr
     """(methods, budgets shown, note on the budgets, stats per group, grid)."""
     stats, grid = family_module_stats(family_obj, "delta_norm", absent=0.0)
     group_ids = list(stats)
-    budgets = _budgets(family_obj, group_ids)
+    budgets = budgets_in_order(family_obj, group_ids)
     note = ""
     if len(budgets) > 1 and len(budgets) * len(grid.types) > MAX_DELTA_PANELS:
         note = f"largest budget only ({len(budgets)} budgets x {len(grid.types)} module types would not fit)"
         budgets = budgets[-1:]
-    return _methods(family_obj, group_ids), budgets, note, stats, grid
+    return methods_in_order(family_obj, group_ids), budgets, note, stats, grid
 
 
 def draw_delta_norm(fig: Figure, family: str, family_obj: dict) -> None:
@@ -637,7 +543,7 @@ def draw_delta_norm(fig: Figure, family: str, family_obj: dict) -> None:
         reason = (f"no run in family {family} recorded per-module weight changes\n"
                   "(unavailable: no per_module.delta_norm in its metrics.json files)" if not stats
                   else "weight changes only outside numbered layers" + _outside_note(grid))
-        _no_module_data(fig, title, reason)
+        no_data(fig, title, reason)
         return
     colors = _method_colors(family_obj)
     axes = fig.subplots(len(budgets), len(grid.types), squeeze=False)
@@ -647,14 +553,14 @@ def draw_delta_norm(fig: Figure, family: str, family_obj: dict) -> None:
             drawn = [
                 _delta_line(ax, grid, stats[gid], kind, method, colors[method])
                 for method in methods
-                if (gid := _group_at(family_obj, method, budget, list(stats))) is not None
+                if (gid := group_at(family_obj, method, budget, list(stats))) is not None
             ]
             if not any(drawn):
-                _message_axes(ax, "no data")
+                message_axes(ax, "no data")
             else:
                 ax.set_ylim(bottom=0.0)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(f"{kind}\n{_budget_text(budget)}", fontsize=8)
+            ax.set_title(f"{kind}\n{budget_text(budget)}", fontsize=8)
             if row == len(budgets) - 1:
                 ax.set_xlabel("layer index")
             if col == 0:
@@ -683,19 +589,25 @@ def _delta_line(ax: Axes, grid: LayerGrid, module_stats: dict, kind: str, method
     return True
 
 
-FigureKind = Callable[[Figure, str, dict], None]
-FIGURES: dict[str, FigureKind] = {kind: globals()[f"draw_{kind}"] for kind in FIGURE_KINDS}
+# A kind draws onto the figure and may return a note for the footer (what the data is).
+FigureKind = Callable[[Figure, str, dict], "str | None"]
+# draw_<kind> from this module, or from spectral.py for the spectral kinds.
+FIGURES: dict[str, FigureKind] = {
+    kind: globals().get(f"draw_{kind}") or getattr(spectral, f"draw_{kind}") for kind in FIGURE_KINDS
+}
 
 
 # ---------------------------------------------------------------- saving
 
 
 def _figure_size(kind: str, family_obj: dict) -> tuple[float, float]:
+    if kind in spectral.FIGURE_SIZES:
+        return spectral.FIGURE_SIZES[kind](family_obj)
     n_groups = len(family_obj["groups"])
     if kind == "metric_table":
         return (max(7.0, 2.0 + 2.2 * n_groups), 1.0 + 0.25 * (len(family_obj["summary"]) + 3))
     if kind == "method_budget_table":
-        return (max(8.0, 2.0 + 3.2 * len(_budgets(family_obj))), 1.6 + 0.55 * (len(_methods(family_obj)) + 1))
+        return (max(8.0, 2.0 + 3.2 * len(budgets_in_order(family_obj))), 1.6 + 0.55 * (len(methods_in_order(family_obj)) + 1))
     if kind == "importance":
         methods, budgets, _, grid = _importance_layout(family_obj)
         if grid.types:
@@ -741,9 +653,13 @@ def make_figure(kind: str, family: str, aggregated: dict, out_stem: Path) -> lis
         raise KeyError(f"unknown figure kind {kind!r}; known: {sorted(FIGURES)}")
     family_obj = family_data(aggregated, family)
     with _figure(_figure_size(kind, family_obj)) as fig:
-        FIGURES[kind](fig, family, family_obj)
-        fig.text(0.01, 0.01, _footer_text(family_obj), fontsize=6.5, color="#444444", ha="left", va="bottom")
-        fig.tight_layout(rect=(0, 0.035, 1, 1))
+        note = FIGURES[kind](fig, family, family_obj)
+        lines = textwrap.wrap(note, int(19 * fig.get_figwidth())) if note else []
+        fig.text(0.01, 0.01, "\n".join([*lines, _footer_text(family_obj)]), fontsize=6.5, color="#444444",
+                 ha="left", va="bottom")
+        # Room for the footer: one line of 6.5 pt text is about 0.115 inch.
+        bottom = 0.035 if not lines else (0.04 + 0.115 * (len(lines) + 1)) / fig.get_figheight()
+        fig.tight_layout(rect=(0, bottom, 1, 1))
         return save_figure(fig, out_stem)
 
 
@@ -798,7 +714,7 @@ def plot_learning_curve(train_log_jsonl: Path, out_stem: Path, title: str) -> li
     with _figure((7.0, 4.2)) as fig:
         ax = fig.add_subplot()
         if not train and not evals:
-            _message_axes(ax, "no training or evaluation records logged\n(run shorter than log_every?)")
+            message_axes(ax, "no training or evaluation records logged\n(run shorter than log_every?)")
             ax.set_title(title)
         else:
             _draw_curves(ax, train, evals)

@@ -1,5 +1,5 @@
 """Per-module data of a family by layer index and module type, for the `importance` and
-`delta_norm` figures (no matplotlib here).
+`delta_norm` figures, and per-layer gate utilisation for `gate_utilisation` (no matplotlib here).
 
 Each run's record in the aggregated object carries `per_module` from its metrics.json:
 {"delta_norm": {module: ‖ΔW_m‖_F}, "importance": {module: I_m}} (importance only for methods
@@ -94,3 +94,48 @@ def family_module_stats(family_obj: dict, key: str, absent: float | None = None)
     """({group_id: {module: stats}} for the groups reporting `key`, the grid they span)."""
     stats = {gid: group_module_stats(family_obj, gid, key, absent) for gid in reporting_groups(family_obj, key)}
     return stats, layer_grid(name for per_group in stats.values() for name in per_group)
+
+
+# ---------------------------------------------------------------- gate utilisation
+
+GATE_STATES = ("off", "int8", "fp16")  # display order; a method may use a subset (TABS: off, fp16)
+
+
+def _ordered_states(states: Iterable[str]) -> list[str]:
+    states = list(dict.fromkeys(states))
+    return [s for s in GATE_STATES if s in states] + [s for s in states if s not in GATE_STATES]
+
+
+def group_gate_utilisation(runs: list[dict]) -> dict | None:
+    """Mean over a group's runs of `per_layer.gate_utilisation` ({state: [share of (token,
+    direction) pairs in that state, per layer]}, the hardened gates on the test prompts);
+    None when no run has gates (LoRA). Every reporting run must span the same layers.
+
+    Returns {"states", "n_layers", "n", "seeds", "run_ids", "mean": {state: [per layer]}};
+    a state a run lacks counts as 0 there (it never chose it)."""
+    reporting = [(run, (run.get("per_layer") or {}).get("gate_utilisation")) for run in runs]
+    reporting = [(run, table) for run, table in reporting if isinstance(table, dict) and table]
+    if not reporting:
+        return None
+    for run, table in reporting:
+        for state, values in table.items():
+            if not isinstance(values, list) or not all(is_number(v) for v in values):
+                raise ValueError(f"{run['run_id']}: per_layer.gate_utilisation.{state} is not a list of numbers")
+    states = _ordered_states(state for _, table in reporting for state in table)
+    lengths = {len(values) for _, table in reporting for values in table.values()}
+    if len(lengths) != 1:
+        layout = {run["run_id"]: {state: len(values) for state, values in table.items()} for run, table in reporting}
+        raise ValueError(f"per_layer.gate_utilisation spans different numbers of layers: {layout}")
+    (n_layers,) = lengths
+    per_state: dict[str, list[list[float]]] = {state: [] for state in states}
+    for run, table in reporting:
+        for state in states:
+            per_state[state].append([float(v) for v in table.get(state, [0.0] * n_layers)])
+    return {
+        "states": states,
+        "n_layers": n_layers,
+        "n": len(reporting),
+        "seeds": [run["seed"] for run, _ in reporting],
+        "run_ids": [run["run_id"] for run, _ in reporting],
+        "mean": {state: [sum(column) / len(column) for column in zip(*rows)] for state, rows in per_state.items()},
+    }
