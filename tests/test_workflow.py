@@ -94,7 +94,8 @@ def test_every_stage_writes_its_outputs(workdir):
         assert frame["source"].eq("unavailable").all() and frame["j_per_sample_gross"].isna().all()
         # Per-module data: ||dW|| for every method; I_m from FW-LoRA only, summing to 1.
         per_module = metrics["per_module"]
-        assert per_module["delta_norm"] and all(v >= 0 for v in per_module["delta_norm"].values())
+        gated_apart = (workdir / f"results/exports/{run}/spectral_export.json").exists()  # W itself unchanged
+        assert bool(per_module["delta_norm"]) != gated_apart and all(v >= 0 for v in per_module["delta_norm"].values())
         assert ("importance" in per_module) == (metrics["method"] == "fw_lora")
         if metrics["method"] == "fw_lora":
             assert sum(per_module["importance"].values()) == pytest.approx(1.0)

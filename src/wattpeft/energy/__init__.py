@@ -6,42 +6,16 @@
 See docs/energy.md for the method and what each source label means.
 """
 
-from wattpeft.energy.backends import (
-    ESTIMATED,
-    NVML_COUNTER,
-    NVML_POWER,
-    RAPL,
-    SOURCES,
-    UNAVAILABLE,
-    trapezoid_energy_j,
-)
-from wattpeft.energy.device import device_info, device_slug
-from wattpeft.energy.meter import EnergyMeter, Measurement, make_meter, resolve_device
-from wattpeft.energy.profiler import (
-    ROW_COLUMNS,
-    SUMMARY_COLUMNS,
-    ProfileResult,
-    coefficient_of_variation,
-    profile_workload,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ESTIMATED",
-    "NVML_COUNTER",
-    "NVML_POWER",
-    "RAPL",
-    "SOURCES",
-    "UNAVAILABLE",
-    "EnergyMeter",
-    "Measurement",
-    "ProfileResult",
-    "ROW_COLUMNS",
-    "SUMMARY_COLUMNS",
-    "coefficient_of_variation",
-    "device_info",
-    "device_slug",
-    "make_meter",
-    "profile_workload",
-    "resolve_device",
-    "trapezoid_energy_j",
-]
+from ..utils.lazy import lazy_exports
+
+# Imported lazily (PEP 562): a job that reads only the energy table (energy/table.py) must
+# neither import the meters nor take their code into its code version (codehash.py).
+_EXPORTS = {
+    "backends": ("ESTIMATED", "NVML_COUNTER", "NVML_POWER", "RAPL", "SOURCES", "UNAVAILABLE", "trapezoid_energy_j"),
+    "device": ("device_info", "device_slug"),
+    "meter": ("EnergyMeter", "Measurement", "make_meter", "resolve_device"),
+    "profiler": ("ROW_COLUMNS", "SUMMARY_COLUMNS", "ProfileResult", "coefficient_of_variation", "profile_workload"),
+}
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

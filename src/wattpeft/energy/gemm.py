@@ -15,6 +15,7 @@ import torch
 
 from wattpeft.energy.backends import NAN
 from wattpeft.energy.meter import EnergyMeter
+from wattpeft.energy.table import MEASURE_SHAPE, default_table
 
 DTYPES = ("int8", "bf16")
 
@@ -63,6 +64,25 @@ def measure_joules_per_flop(
                 gemm()
             _sync(target)
     return _result(window, dtype, m, k, n, iters, target, idle_w)
+
+
+def measure_energy_table(meter, iters: int = 20) -> dict[str, Any]:
+    """Time (and, with a counter, the energy of) int8 and bf16 GEMMs through `meter`.
+
+    Energy per FLOP is `measured` only when both windows give a finite energy; otherwise the
+    defaults are used and the measured times per FLOP are kept beside them."""
+    rows = {dtype: measure_joules_per_flop(meter, dtype, iters=iters, **MEASURE_SHAPE) for dtype in ("int8", "bf16")}
+    timing = {"int8": rows["int8"]["s_per_flop"], "16bit": rows["bf16"]["s_per_flop"]}
+    energies = {"int8": rows["int8"]["j_per_flop"], "16bit": rows["bf16"]["j_per_flop"]}
+    if all(math.isfinite(v) and v > 0 for v in energies.values()):
+        table = {"j_per_flop": energies, "source": "measured", "reference": f"measured by {rows['bf16']['source']}",
+                 "reason": None}
+    else:
+        table = default_table(rows["bf16"].get("reason") or "the meter gave no energy")
+    table.update(s_per_flop_measured=timing, gemm_shape=dict(MEASURE_SHAPE), device=rows["bf16"]["device"],
+                 meter_source=rows["bf16"]["source"])
+    return table
+
 
 
 def _gemm(dtype: str, m: int, k: int, n: int, device: torch.device, seed: int):

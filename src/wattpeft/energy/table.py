@@ -1,10 +1,10 @@
 """Joules per FLOP of int8 and 16-bit GEMMs on one device: the constants behind the
 spectral methods' energy model, E_dir(i, state) = FLOPs of direction i x J/FLOP(state).
 
-The profiling stage measures the table (rule energy_table, `measure_energy_table`) when the
+The profiling stage measures the table (rule energy_table, `gemm.measure_energy_table`) when the
 device has an energy counter. Without one, the documented defaults below are used, and the
 table says `source: default` with their reference; every output that uses the table
-carries that label. Torch-free except for measuring.
+carries that label. Torch-free: training jobs read the table without the meters.
 """
 
 from __future__ import annotations
@@ -63,25 +63,5 @@ def check_table(table: dict[str, Any], where: str) -> dict[str, Any]:
     return table
 
 
-def measure_energy_table(meter, iters: int = 20) -> dict[str, Any]:
-    """Time (and, with a counter, the energy of) int8 and bf16 GEMMs through `meter`.
-
-    Energy per FLOP is `measured` only when both windows give a finite energy; otherwise the
-    defaults are used and the measured times per FLOP are kept beside them."""
-    from .gemm import measure_joules_per_flop
-
-    rows = {dtype: measure_joules_per_flop(meter, dtype, iters=iters, **MEASURE_SHAPE) for dtype in ("int8", "bf16")}
-    timing = {"int8": rows["int8"]["s_per_flop"], "16bit": rows["bf16"]["s_per_flop"]}
-    energies = {"int8": rows["int8"]["j_per_flop"], "16bit": rows["bf16"]["j_per_flop"]}
-    if all(math.isfinite(v) and v > 0 for v in energies.values()):
-        table = {"j_per_flop": energies, "source": "measured", "reference": f"measured by {rows['bf16']['source']}",
-                 "reason": None}
-    else:
-        table = default_table(rows["bf16"].get("reason") or "the meter gave no energy")
-    table.update(s_per_flop_measured=timing, gemm_shape=dict(MEASURE_SHAPE), device=rows["bf16"]["device"],
-                 meter_source=rows["bf16"]["source"])
-    return table
-
-
-__all__ = ["DEFAULT_J_PER_FLOP", "STATE_PRECISION", "check_table", "default_table", "measure_energy_table",
+__all__ = ["DEFAULT_J_PER_FLOP", "MEASURE_SHAPE", "STATE_PRECISION", "check_table", "default_table",
            "state_j_per_flop"]

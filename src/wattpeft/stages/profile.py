@@ -104,7 +104,7 @@ def run_energy_table(device_label: str, out_path: Path, threads: int = 1) -> dic
     times per FLOP measured here are kept beside them)."""
     from ..energy import make_meter
     from ..energy.device import device_slug
-    from ..energy.table import measure_energy_table
+    from ..energy.gemm import measure_energy_table
     from ..utils.io import write_json
 
     pin_threads(threads)
