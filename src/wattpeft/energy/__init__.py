@@ -11,7 +11,8 @@ from __future__ import annotations
 from ..utils.lazy import lazy_exports
 
 # Imported lazily (PEP 562): a job that reads only the energy table (energy/table.py) must
-# neither import the meters nor take their code into its code version (codehash.py).
+# neither import the meters nor take their code into its code version (codehash.py). Code
+# under src/ imports from the submodules, so that codehash sees what each job runs.
 _EXPORTS = {
     "backends": ("ESTIMATED", "NVML_COUNTER", "NVML_POWER", "RAPL", "SOURCES", "UNAVAILABLE", "trapezoid_energy_j"),
     "device": ("device_info", "device_slug"),

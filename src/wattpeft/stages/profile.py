@@ -60,7 +60,8 @@ def run_profile(export_dir: Path, data_dir: Path, profiling: dict[str, Any], dev
     (`device_slug`, GPU or CPU name), so a profile made on a cluster node names that node's GPU."""
     import torch
 
-    from ..energy import make_meter, profile_workload
+    from ..energy.meter import make_meter
+    from ..energy.profiler import profile_workload
 
     pin_threads(threads)
     data = open_run_data(data_dir)
@@ -102,7 +103,7 @@ def run_energy_table(device_label: str, out_path: Path, threads: int = 1) -> dic
     """The device's joules per FLOP of int8 and 16-bit GEMMs (energy/table.py): measured when
     the device has an energy counter, else the documented defaults, labelled as such (the
     times per FLOP measured here are kept beside them)."""
-    from ..energy import make_meter
+    from ..energy.meter import make_meter
     from ..energy.device import device_slug
     from ..energy.gemm import measure_energy_table
     from ..utils.io import write_json
