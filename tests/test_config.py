@@ -90,7 +90,7 @@ LATE_FAILURES = [
     (_set("methods.adalora.target_rank_ratio", 0.5), "target_rank_ratio"),
     (_set("families.fwlora_rt.methods.lora", {"role": "baseline", "rank": "eight"}), "rank"),
     (_set("families.fwlora_rt.primary_metric", {"name": "rougeL", "direction": "maximize"}), "families.fwlora_rt.primary_metric.name"),
-    (_set("families.summarisation.primary_metric", {"name": "accuracy", "direction": "maximize"}), "families.summarisation.primary_metric.name"),
+    (_set("families.spectral.primary_metric", {"name": "accuracy", "direction": "maximize"}), "families.spectral.primary_metric.name"),
     (_set("families.fwlora_rt.primary_metric", {"name": "acuracy", "direction": "maximize"}), "families.fwlora_rt.primary_metric.name"),
     (_set("datasets.rt_sentiment", {"source": "local", "path": "data/missing.csv", "format": "csv",
                                      "task": "classification", "columns": {"text": "t", "label": "l"}}), "datasets.rt_sentiment.path"),

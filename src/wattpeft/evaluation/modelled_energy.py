@@ -26,7 +26,11 @@ def modelled_energy(model, method_cls, sequences: Sequence[Sequence[int]], table
     sequences = [list(s) for s in sequences[:ENERGY_ROWS] if len(s)]
     if not sequences:
         raise ValueError("no input to model the energy of")
-    stats = _pass(model, method_cls, sequences, device)
+    # One pass says whether the export gates anything; a merged adapter adds no work at
+    # inference, and its modelled energy needs no further passes (only the token counts).
+    stats = _pass(model, method_cls, sequences[:1], device)
+    if stats:
+        stats = _pass(model, method_cls, sequences, device)
     tokens = sum(map(len, sequences)) / len(sequences)
     j16 = float(table["j_per_flop"]["16bit"])
     adapter_j = float(stats.get("modelled_adapter_j_per_sample", 0.0))
