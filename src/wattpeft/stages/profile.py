@@ -99,26 +99,6 @@ def run_profile(export_dir: Path, data_dir: Path, profiling: dict[str, Any], dev
     return frame
 
 
-def run_energy_table(device_label: str, out_path: Path, threads: int = 1) -> dict[str, Any]:
-    """The device's joules per FLOP of int8 and 16-bit GEMMs (energy/table.py): measured when
-    the device has an energy counter, else the documented defaults, labelled as such (the
-    times per FLOP measured here are kept beside them)."""
-    from ..energy.meter import make_meter
-    from ..energy.device import device_slug
-    from ..energy.gemm import measure_energy_table
-    from ..utils.io import write_json
-
-    pin_threads(threads)
-    meter = make_meter("auto")
-    try:
-        table = measure_energy_table(meter)
-        table.update(profile_label=device_label, device_slug=device_slug(meter=meter), threads=threads)
-    finally:
-        meter.close()
-    write_json(out_path, table)
-    return table
-
-
 def profile_summary(path: Path) -> dict[str, Any]:
     """One profile's summary under metrics.json names; NaN energy becomes None (unavailable)."""
     frame = pd.read_parquet(path)
