@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ class SpectralMethod(AdapterMethod):
                       "(per-channel weights, per-token activations); the rest in the device's 16-bit type")
 
     # ---------------------------------------------------------------- what subclasses set
+    @abstractmethod
     def build_controller(self, modules: list[SpectralLinear], n_layers: int) -> nn.Module:
-        raise NotImplementedError
+        """The module that scores the directions (spectral.py's controllers)."""
 
     def cost_loss(self, gates: GateSet) -> torch.Tensor | None:
         """The method's cost term from this forward pass's expected FLOPs/energy."""

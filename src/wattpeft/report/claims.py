@@ -469,10 +469,7 @@ def _judge_interval(claim: dict, ours: dict, direction: str | None) -> tuple[str
         return verdict, (f"The {level} CI of {what}, {_interval(metric, estimate)}, {place} the tolerance "
                          f"{_bound_text(claim)}."), estimate
     if comparison == "better":
-        if direction is None:
-            raise _Verdict(NOT_COMPARABLE, f"{metric} has no known direction: 'better' is undefined for it.")
-        sign = 1.0 if direction == MAXIMIZE else -1.0
-        estimate = difference_estimate(first, second, sign)
+        estimate = difference_estimate(first, second, _better_sign(metric, direction))
         verdict = HOLDS if estimate["ci_low"] > 0 else FAILS if estimate["ci_high"] < 0 else INCONCLUSIVE
         place = {HOLDS: "is above 0", FAILS: "is below 0", INCONCLUSIVE: "contains 0"}[verdict]
         better = "higher" if direction == MAXIMIZE else "lower"
@@ -484,6 +481,13 @@ def _judge_interval(claim: dict, ours: dict, direction: str | None) -> tuple[str
     place = {HOLDS: "is at or below", FAILS: "is entirely above", INCONCLUSIVE: "straddles"}[verdict]
     return verdict, (f"The {level} CI of {_what(claim, ours)}, {_interval(metric, estimate)}, {place} "
                      f"the claimed bound {bound:.2f}."), estimate
+
+
+def _better_sign(metric: str, direction: str | None) -> float:
+    """+1 where higher is better, -1 where lower is; no direction: 'better' cannot be judged."""
+    if direction is None:
+        raise _Verdict(NOT_COMPARABLE, f"{metric} has no known direction: 'better' is undefined for it.")
+    return 1.0 if direction == MAXIMIZE else -1.0
 
 
 def _exact_estimate(kind: str, value: float) -> dict:
@@ -506,9 +510,7 @@ def _judge_exact(claim: dict, ours: dict, direction: str | None) -> tuple[str, s
         return verdict, (f"{basis}{what} = {format_value(metric, estimate['value'], diff=True)}, {place} the "
                          f"tolerance {_bound_text(claim)}."), estimate
     if comparison == "better":
-        if direction is None:
-            raise _Verdict(NOT_COMPARABLE, f"{metric} has no known direction: 'better' is undefined for it.")
-        sign = 1.0 if direction == MAXIMIZE else -1.0
+        sign = _better_sign(metric, direction)
         estimate = _exact_estimate("difference", sign * (first["mean"] - second["mean"]))
         verdict = HOLDS if estimate["value"] > 0 else FAILS
         better = "higher" if direction == MAXIMIZE else "lower"
