@@ -4,4 +4,4 @@ from wattpeft.stages.energy_table import run_energy_table
 from wattpeft.stages.logging import logged
 
 with logged(snakemake):
-    run_energy_table(snakemake.wildcards.device, snakemake.output[0], threads=snakemake.threads)
+    run_energy_table(snakemake.wildcards.device, snakemake.output[0], threads=snakemake.params.measure_threads)

@@ -7,5 +7,5 @@ with logged(snakemake):
     inp, out = snakemake.input, snakemake.output
     run_evaluate(
         snakemake.params.run_cfg, inp.config, inp.summary, inp.export, inp.data, inp.profile,
-        out.metrics, out.predictions, threads=snakemake.threads, energy_table_path=inp.energy_table,
+        out.metrics, out.predictions, threads=snakemake.params.measure_threads, energy_table_path=inp.energy_table,
     )

@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
         "idle_seconds": 1.0,
         "energy_estimate": False,
         "batch_size": 8,
+        # CPU threads of the measured passes (latency, energy, the energy table), whatever
+        # cores the job holds: numbers compare only at equal threads.
+        "threads": 1,
     },
     "report": {},
     "wandb": {"mode": "disabled", "project": "wattpeft"},

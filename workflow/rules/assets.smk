@@ -8,6 +8,7 @@ rule model_asset:
         "logs/assets/model-{model}.log",
     benchmark:
         "benchmarks/assets/model-{model}.tsv"
+    threads: 2
     conda:
         "../../envs/wattpeft.yaml"
     params:

@@ -16,9 +16,11 @@ rule evaluate:
         "logs/evaluate/{run}.log",
     benchmark:
         "benchmarks/evaluate/{run}.tsv"
+    threads: WHOLE_HOST  # it times latency: a measuring job
     conda:
         "../../envs/wattpeft.yaml"
     params:
+        measure_threads=MEASURE_THREADS,
         run_cfg=run_view("evaluate"),
         code=code_version("evaluate"),
     script:

@@ -1,7 +1,7 @@
 # Stage 5, profiling: energy and latency of each export on the device that runs the job, in
 # measurement windows (see docs/energy.md). Energy is NaN with source 'unavailable' where no
 # counter exists. {device} is profiling.device as configured; with "auto" each job names the
-# device it found inside the profile. Measuring jobs run alone (the `measure` resource).
+# device it found inside the profile. Measuring jobs run alone (they hold WHOLE_HOST).
 
 
 rule profile:
@@ -14,6 +14,7 @@ rule profile:
         "logs/profile/{device}/{run}.log",
     benchmark:
         "benchmarks/profile/{device}/{run}.tsv"
+    threads: WHOLE_HOST
     conda:
         "../../envs/wattpeft.yaml"
     params:
@@ -33,9 +34,11 @@ rule energy_table:
         "logs/profile/{device}/energy_table.log",
     benchmark:
         "benchmarks/profile/{device}/energy_table.tsv"
+    threads: WHOLE_HOST
     conda:
         "../../envs/wattpeft.yaml"
     params:
+        measure_threads=MEASURE_THREADS,
         code=code_version("energy_table"),
     script:
         "../../scripts/energy_table.py"
