@@ -210,7 +210,7 @@ MEASURING = ("profile", "evaluate")
 
 
 def test_measuring_jobs_ran_alone(workdir):
-    """Latency and energy were never measured while another job ran (the host_slots resource)."""
+    """Latency and energy were never measured while another job ran (measuring rules hold WHOLE_HOST)."""
     records = read_records(workdir / "logs/jobs")
     assert {r["rule"] for r in records} >= {"finetune", *MEASURING}
     for job in (r for r in records if r["rule"] in MEASURING):
