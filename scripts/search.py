@@ -8,4 +8,5 @@ with logged(snakemake):
     run_search(
         snakemake.params.run_cfg, snakemake.input.data, snakemake.input.model,
         snakemake.output[0], threads=snakemake.threads, needs=method_needs(snakemake.input),
+        code={"search": snakemake.params.code, "method": snakemake.params.method_code},
     )

@@ -123,3 +123,91 @@ def test_per_module_data_for_metrics_json():
     importance = {"bert.encoder.layer.0.attention.self.query": 1.0}
     assert per_module_data(card, {"importance": importance})["importance"] == importance
     assert per_module_data({}, {}) == {"delta_norm": {}}
+
+
+def _search_config(**optuna):
+    from wattpeft.config import config_view
+
+    raw = yaml.safe_load((ROOT / ".test/config.yaml").read_text())
+    raw.update(mode=optuna.pop("mode", "full"), optuna={"n_trials": 3, "seed": 77, **optuna,
+               "search_space": optuna.get("search_space", {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}})})
+    cfg = validate_config(raw, base_dir=ROOT)
+    return config_view(resolve_run_config(cfg, "sentiment--lora--b5--s0"), "search")
+
+
+def _fake_search_training(monkeypatch) -> list:
+    """Trials that train nothing (accuracy 0.5 at once); returns the list of configs trained."""
+    import types
+
+    import wattpeft.stages.finetune as finetune
+
+    trained = []
+
+    def fake_train(run_cfg, data, model_dir, **kwargs):
+        trained.append(run_cfg)
+        kwargs["on_validation"]({"accuracy": 0.5})
+        return None, None, types.SimpleNamespace(validation={"accuracy": 0.5})
+
+    monkeypatch.setattr(finetune, "_train", fake_train)
+    monkeypatch.setattr(finetune, "open_run_data", lambda d: None)
+    return trained
+
+
+def test_the_search_stage_keeps_its_study_beside_its_output_and_resumes_it(tmp_path, monkeypatch):
+    """results/search/{group}/study.journal: an unchanged rerun resumes (here: nothing left to
+    run), a changed search space or code version starts a study of its own."""
+    import wattpeft.stages.finetune as finetune
+
+    trained = _fake_search_training(monkeypatch)
+    out = tmp_path / "results/search/sentiment--lora--b5/best_params.json"
+    first = finetune.run_search(_search_config(), tmp_path, tmp_path, out, code={"search": "c1"})
+    assert len(trained) == 3 and (out.parent / "study.journal").is_file()
+    assert first["study"]["name"].startswith("sentiment--lora--b5--")
+    out.unlink()  # Snakemake removes the output before it reruns a job
+    again = finetune.run_search(_search_config(), tmp_path, tmp_path, out, code={"search": "c1"})
+    assert len(trained) == 3 and again["trials"] == first["trials"]
+    wider = {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-1}}
+    changed = [finetune.run_search(_search_config(search_space=wider), tmp_path, tmp_path, out, code={"search": "c1"}),
+               finetune.run_search(_search_config(), tmp_path, tmp_path, out, code={"search": "c2"})]
+    assert len(trained) == 9 and len({first["study"]["name"], *(r["study"]["name"] for r in changed)}) == 3
+
+
+def test_trial_mode_searches_nothing_and_keeps_no_study(tmp_path, monkeypatch):
+    import wattpeft.stages.finetune as finetune
+
+    monkeypatch.setattr(finetune, "_train", None)  # a trial would fail
+    out = tmp_path / "results/search/sentiment--lora--b5/best_params.json"
+    result = finetune.run_search(_search_config(mode="trial"), tmp_path, tmp_path, out)
+    assert result["searched"] is False and result["trials"] == [] and result["params"] == {}
+    assert [p.name for p in out.parent.iterdir()] == ["best_params.json"]
+
+
+def test_search_trials_are_never_logged(tmp_path, monkeypatch):
+    """Only the final run is logged: real search trials on the tiny model write nothing under
+    results/runs (no train log, no checkpoint) and never reach the W&B mirror."""
+    import sys
+
+    import wattpeft.stages.finetune as finetune
+    import wattpeft.training.tracking as tracking
+
+    def no_mirror(*args, **kwargs):
+        raise AssertionError("a search trial reached the W&B mirror")
+
+    monkeypatch.setattr(tracking, "mirror_to_wandb", no_mirror)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # importing wandb would raise
+    shutil.copytree(ROOT / ".test", tmp_path / ".test")
+    monkeypatch.chdir(tmp_path)
+    cfg = validate_config(yaml.safe_load((tmp_path / ".test/config.yaml").read_text()))
+    model_dir, data_dir = tmp_path / "resources/models/tiny_bert", tmp_path / "data"
+    build_tiny_model(cfg["models"]["tiny_bert"], model_dir)
+    tokenise_dataset("toy_sentiment", cfg["datasets"]["toy_sentiment"], str(model_dir), data_dir, tmp_path / "resources")
+    search_cfg = _search_config(n_trials=2)
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    out = tmp_path / "results/search/sentiment--lora--b5/best_params.json"
+    result = finetune.run_search(search_cfg, data_dir, model_dir, out)
+    assert [t["state"] for t in result["trials"]] == ["COMPLETE", "COMPLETE"]
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()} - {
+        p.relative_to(tmp_path).as_posix() for p in before}
+    assert written == {"results/search/sentiment--lora--b5/best_params.json",
+                       "results/search/sentiment--lora--b5/study.journal",
+                       "results/search/sentiment--lora--b5/study.journal.claim"}, written

@@ -60,10 +60,15 @@ def search_objective(run_cfg: dict[str, Any]) -> tuple[str, str]:
 
 
 def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_path: Path, threads: int = 1,
-               needs: dict[str, Path] | None = None) -> dict:
+               needs: dict[str, Path] | None = None, code: dict[str, str] | None = None) -> dict:
     """Search on the validation split. Trials train with the search's own seed
     (optuna.seed), so that no final run replays the best trial; a diverging trial fails
-    alone and hopeless ones are pruned (training/search.py)."""
+    alone and hopeless ones are pruned (training/search.py).
+
+    The study lives in study.journal beside `out_path` (results/search/{group}/), which is no
+    Snakemake output, so a killed job's finished trials survive and its rerun resumes them.
+    Its name hashes everything the search depends on (`search_study_name`): a changed config,
+    input or `code` (the rule's code versions) starts a new study instead."""
     from ..training.search import run_search as optuna_search
 
     metric, direction = search_objective(run_cfg)
@@ -88,10 +93,39 @@ def run_search(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path, out_pat
                                on_validation=lambda m: report(next(epochs), m[metric]))
         return outcome.validation[metric]
 
-    result = optuna_search(objective, space, n_trials, direction, search_seed, failures=(NonFiniteLossError,))
+    result = optuna_search(
+        objective, space, n_trials, direction, search_seed, failures=(NonFiniteLossError,),
+        journal=Path(out_path).parent / "study.journal",
+        name=search_study_name(run_cfg, data_dir, model_dir, needs, code),
+    )
     result.update(objective=metric, group_id=run_cfg["group_id"])
     write_json(out_path, result)
     return result
+
+
+def search_study_name(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path,
+                      needs: dict[str, Path] | None = None, code: dict[str, str] | None = None) -> str:
+    """`{group}--{hash}` of what decides the trials: the search view of the config (search
+    space, n_trials, seed, training settings, primary metric and so the direction), the
+    data's and the model's manifests (their content hashes), the method's input files, and
+    the code versions: whatever makes Snakemake rerun the search (other than an unfinished
+    job) names a fresh study, and a rerun with nothing changed resumes the old one."""
+    import hashlib
+
+    from ..training.search import study_name
+
+    def manifest(folder: Path) -> dict | None:
+        path = Path(folder) / "manifest.json"
+        return read_json(path) if path.is_file() else None
+
+    return study_name(run_cfg["group_id"], {
+        "config": run_cfg,
+        "objective": search_objective(run_cfg),
+        "data": manifest(data_dir),
+        "model": manifest(model_dir),
+        "inputs": {k: hashlib.sha256(Path(p).read_bytes()).hexdigest() for k, p in (needs or {}).items()},
+        "code": code,
+    })
 
 
 def run_finetune(
