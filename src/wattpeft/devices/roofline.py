@@ -1,0 +1,383 @@
+"""An analytic roofline model of a forward pass on a device: MODELLED, NOT MEASURED.
+
+Every row this module makes carries `source = simulated` and a provenance that says so;
+its numbers come from a device's published peak FLOP/s, memory bandwidth, idle and peak
+power (`SIMULATED_DEVICES`, each figure with its source or its derivation), not from any
+run on that device.
+
+Workload of one forward pass of one sequence of T = seq_len tokens, all at once (an
+encoder's pass or a decoder's prefill, not token-by-token generation) (`workload`), with
+L = kept_layers, a = kept_heads x head_dim (kept attention width), a_kv = a x kv_heads / heads,
+r = kept_ranks, b = param_bits, h = hidden, i = intermediate, V = vocab, and per layer:
+
+    P_attn = 2 h a + 2 h a_kv                     (q, o: h x a; k, v: h x a_kv)
+    P_mlp  = m h i                                 (m = 3 gated (Llama), 2 (BERT))
+    P_lora = r x sum over adapted modules of (d_in + d_out)   (full module widths)
+    X      = 3 h + 2 a + 2 a_kv + (m - 1) i + r n  (activation values per token; n modules)
+    FLOPs  = L (2 T (P_attn + P_mlp + P_lora) + 4 T^2 a) + 2 h V
+    bytes  = (L (P_attn + P_mlp + P_lora + 2 T X) + T h + h V) b / 8
+
+Weights are read once per pass (the whole sequence goes through each layer at once).
+4 T^2 a counts the attention scores (Q K^T) and their weighted sum with V; the scores stay
+on chip (a fused attention kernel), so they add FLOPs but no T^2 traffic. X
+(`activation_width`) counts a layer's input, q/k/v, attention output, residual, MLP hidden
+(gate and up when gated), output and the LoRA path's rank-r values; each is written once
+and read once (2 T X), in the operands' precision b, as peak_flops[b] assumes (W8A8, W4A4,
+fp16, fp32). The head is one position's projection onto the vocabulary (a decoder's
+next-token logits; for an encoder with a small classifier it overstates the head by a term
+that does not depend on the kept layers, heads or ranks), and the embedding rows of the T
+tokens are read. Softmax, norms and activation functions (O(T h) element-wise work) are left
+out.
+
+Time, power and energy (`predict`):
+
+    t_compute = FLOPs / peak_flops[b]        t_memory = bytes / memory_bandwidth
+    latency   = max(t_compute, t_memory) + L x layer_overhead_s
+    u         = (0.7 t_compute + 0.3 t_memory) / latency          (utilisation, <= 1)
+    power     = idle_w + (peak_w - idle_w) u                      (mean over the pass)
+    energy    = power x latency
+    peak power = idle_w + (peak_w - idle_w) u_busy,  u_busy = the same u without the
+                 per-layer overhead (inside a kernel, the bound resource is saturated)
+
+The 0.7 / 0.3 split of dynamic power between arithmetic and memory traffic is an assumption
+(`COMPUTE_POWER_SHARE`). The per-layer overhead (kernel launches or dispatch) is an assumed
+figure per device: for a small model it dominates a GPU's latency on short sequences.
+
+Noise (`simulate`): each metric of each row is multiplied by an independent log-normal
+factor exp(sigma z), z ~ N(0, 1) (median 1), with sigma 3% for latency, 5% for energy and 4%
+for peak power (`NOISE_SIGMAS`). So energy is not exactly power x latency in a noisy row.
+The draws come from numpy's generator seeded by (seed, crc32 of the device name): the same
+seed gives the same table, and one device's rows do not change when another is added.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .table import PARAM_BITS, SIMULATED, validate_table
+
+TERA, GIGA, MICRO = 1e12, 1e9, 1e-6
+COMPUTE_POWER_SHARE = 0.7  # assumption: share of dynamic power that follows arithmetic
+NOISE_SIGMAS = {"latency_ms": 0.03, "energy_j": 0.05, "peak_power_w": 0.04}
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device's published figures. `peak_flops[bits]`: operations per second with
+    `bits`-bit operands (FLOP/s or integer OP/s); where the device has no faster path for
+    fewer bits (weights widened first), the figure is that of the wider type."""
+
+    name: str
+    peak_flops: Mapping[int, float]
+    memory_bandwidth: float  # bytes per second
+    idle_w: float
+    peak_w: float
+    references: tuple[str, ...]
+    layer_overhead_s: float = 0.0  # assumed per-layer launch or dispatch cost
+
+    def __post_init__(self) -> None:
+        if sorted(self.peak_flops) != sorted(PARAM_BITS):
+            raise ValueError(f"{self.name}: peak_flops needs exactly the bits {PARAM_BITS}")
+        rates = [self.peak_flops[bits] for bits in sorted(PARAM_BITS)]
+        if min(rates) <= 0 or rates != sorted(rates, reverse=True):
+            raise ValueError(f"{self.name}: peak_flops must be positive and never grow with the bits")
+        if not 0 <= self.idle_w < self.peak_w or self.memory_bandwidth <= 0 or self.layer_overhead_s < 0:
+            raise ValueError(f"{self.name}: needs 0 <= idle_w < peak_w, bandwidth > 0, overhead >= 0")
+        if not self.references:
+            raise ValueError(f"{self.name}: say where the figures come from (references)")
+
+
+SIMULATED_DEVICES: dict[str, DeviceSpec] = {
+    spec.name: spec
+    for spec in (
+        DeviceSpec(
+            name="RTX-A6000",
+            peak_flops={
+                32: 38.7 * TERA,  # NVIDIA RTX A6000 datasheet: single-precision 38.7 TFLOPS
+                16: 154.8 * TERA,  # GA102 whitepaper, RTX A6000: FP16 tensor, dense (309.7 sparse)
+                8: 309.7 * TERA,  # GA102 whitepaper, RTX A6000: INT8 tensor TOPS, dense
+                4: 619.4 * TERA,  # GA102 whitepaper, RTX A6000: INT4 tensor TOPS, dense
+            },
+            memory_bandwidth=768 * GIGA,  # datasheet: 48 GB GDDR6, 768 GB/s
+            idle_w=25.0,  # assumption: no vendor figure; typical idle reading of a GA102 card
+            peak_w=300.0,  # datasheet: max power consumption 300 W
+            layer_overhead_s=40 * MICRO,  # assumption: ~8 kernel launches of ~5 us per layer
+            references=(
+                "NVIDIA RTX A6000 datasheet (2020): 38.7 TFLOPS FP32, 768 GB/s, 300 W",
+                "NVIDIA Ampere GA102 GPU Architecture whitepaper, appendix (RTX A6000): dense tensor "
+                "FP16 154.8 TFLOPS, INT8 309.7 TOPS, INT4 619.4 TOPS",
+            ),
+        ),
+        DeviceSpec(
+            name="Jetson-Orin-NX",  # the 16 GB module, GPU only (the DLAs are not modelled)
+            peak_flops={
+                32: 1024 * 2 * 918e6,  # derived: 1024 CUDA cores x FMA x 918 MHz (datasheet) = 1.88 TFLOPS
+                16: 32 * 256 * 2 * 918e6,  # derived: 32 tensor cores x 256 FP16 FMA/clk x 918 MHz = 15.0 TFLOPS
+                8: 32 * 512 * 2 * 918e6,  # derived: 2 x FP16 (Ampere dense INT8) = 30.1 TOPS
+                4: 32 * 1024 * 2 * 918e6,  # derived: 2 x INT8 (Ampere dense INT4) = 60.2 TOPS
+            },
+            memory_bandwidth=102.4 * GIGA,  # datasheet: 128-bit LPDDR5, 102.4 GB/s
+            idle_w=5.0,  # assumption: no vendor figure for an idle module
+            peak_w=25.0,  # datasheet: power configurable 10 W to 25 W
+            layer_overhead_s=80 * MICRO,  # assumption: slower launches than a desktop GPU
+            references=(
+                "NVIDIA Jetson Orin NX Series data sheet DS-10712-001 and product brief: 16 GB module, "
+                "1024-core Ampere GPU with 32 tensor cores at 918 MHz, 102.4 GB/s, 10-25 W, 100 sparse "
+                "INT8 TOPS (GPU 60 + DLA 40; the derived dense GPU INT8 30.1 TOPS is half of 60)",
+            ),
+        ),
+        DeviceSpec(
+            name="MacBook-M2",  # the 10-core GPU (Metal), where PyTorch and llama.cpp run
+            peak_flops={
+                32: 3.6 * TERA,  # Apple M2 (WWDC 2022): 10-core GPU, 3.6 TFLOPS
+                16: 3.6 * TERA,  # derived: this GPU generation runs FP16 at the FP32 rate
+                8: 3.6 * TERA,  # derived: no faster integer matmul; int8 weights widened to FP16
+                4: 3.6 * TERA,  # derived: as int8
+            },
+            memory_bandwidth=100 * GIGA,  # Apple M2 announcement: 100 GB/s unified memory
+            idle_w=2.0,  # assumption: no vendor figure
+            peak_w=20.0,  # assumption: no vendor figure; third-party package-power readings ~20 W
+            layer_overhead_s=60 * MICRO,  # assumption
+            references=(
+                "Apple newsroom, 'Apple unveils M2' (June 2022) and WWDC 2022 keynote: 10-core GPU "
+                "3.6 TFLOPS, 100 GB/s unified memory bandwidth, Neural Engine 15.8 TOPS (not modelled)",
+            ),
+        ),
+        DeviceSpec(
+            name="iPhone-15-NPU",  # A17 Pro (iPhone 15 Pro) Neural Engine
+            peak_flops={
+                # derived: no FP32 on the Neural Engine; the 6-core GPU, 128 ALUs per core, FMA,
+                # at an assumed 1.4 GHz (Apple publishes no clock): 2.15 TFLOPS
+                32: 6 * 128 * 2 * 1.4e9,
+                16: 17.5 * TERA,  # derived: half the INT8 rate
+                8: 35 * TERA,  # Apple, iPhone 15 Pro announcement (Sept 2023): Neural Engine 35 TOPS, read as INT8
+                4: 35 * TERA,  # derived: 4-bit weights are expanded; no faster int4 path
+            },
+            # derived: LPDDR5-6400 x 64-bit bus, per third-party teardowns (Apple publishes none)
+            memory_bandwidth=51.2 * GIGA,
+            idle_w=0.5,  # assumption: no vendor figure
+            peak_w=8.0,  # assumption: no vendor figure; a phone SoC's sustained envelope
+            layer_overhead_s=20 * MICRO,  # assumption: a compiled graph, little dispatch cost
+            references=(
+                "Apple newsroom, iPhone 15 Pro (September 2023): A17 Pro, 16-core Neural Engine up to "
+                "35 trillion operations per second, 6-core GPU",
+                "Memory: LPDDR5-6400 on a 64-bit bus per third-party teardowns (derived 51.2 GB/s)",
+            ),
+        ),
+        DeviceSpec(
+            name="Pixel-8-TPU",  # Google Tensor G3 TPU
+            peak_flops={
+                32: 1.0 * TERA,  # assumption: no FP32 on the TPU; the Mali-G715 GPU's rate, order of magnitude
+                16: 10 * TERA,  # derived: half the INT8 rate
+                8: 20 * TERA,  # assumption: Google publishes no TOPS figure for the Tensor G3 TPU
+                4: 20 * TERA,  # derived: as int8 (no faster int4 path assumed)
+            },
+            memory_bandwidth=68.3 * GIGA,  # derived: LPDDR5X-8533 x 64-bit bus, an upper bound
+            idle_w=0.5,  # assumption: no vendor figure
+            peak_w=8.0,  # assumption: no vendor figure; a phone SoC's sustained envelope
+            layer_overhead_s=20 * MICRO,  # assumption
+            references=(
+                "Google Pixel 8 tech specs: Google Tensor G3, 8 GB LPDDR5X (bus width and speed grade "
+                "unpublished: 64-bit x 8533 MT/s assumed, 68.3 GB/s)",
+                "No published TOPS or power figure for the Tensor G3 TPU: 20 INT8 TOPS and 8 W are "
+                "assumptions, between the Coral Edge TPU (4 TOPS) and the A17 Pro Neural Engine (35 TOPS)",
+            ),
+        ),
+        DeviceSpec(
+            name="Raspberry-Pi-4",  # Model B, BCM2711: 4 x Cortex-A72 at 1.5 GHz, CPU only
+            peak_flops={
+                32: 4 * 1.5e9 * 8,  # derived: 4 cores x 1.5 GHz x one 128-bit NEON FMA/cycle (8 FLOP) = 48 GFLOPS
+                16: 4 * 1.5e9 * 8,  # derived: ARMv8.0-A has no FP16 arithmetic; widened to FP32
+                8: 4 * 1.5e9 * 16,  # derived: NEON widening int8 multiply-accumulate, 2 x FP32 = 96 GOPS
+                4: 4 * 1.5e9 * 16,  # derived: no int4 arithmetic; unpacked to int8
+            },
+            memory_bandwidth=12.8 * GIGA,  # derived: LPDDR4-3200 (product brief) x 32-bit bus
+            idle_w=2.7,  # third-party measurement (pidramble.com): 540 mA at 5 V, idle
+            peak_w=6.4,  # third-party measurement (pidramble.com): 1280 mA at 5 V, stress --cpu 4
+            layer_overhead_s=2 * MICRO,  # assumption: function calls on a CPU
+            references=(
+                "Raspberry Pi 4 Model B product brief: BCM2711, quad Cortex-A72 (ARMv8) at 1.5 GHz, "
+                "LPDDR4-3200",
+                "Power: pidramble.com power-consumption benchmarks (Pi 4 B idle 2.7 W, 400% CPU 6.4 W)",
+            ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a transformer that the workload needs. `lora_modules`: (name, d_in, d_out)
+    of each module of one layer that carries a LoRA adapter."""
+
+    name: str
+    layers: int
+    heads: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    lora_modules: tuple[tuple[str, int, int], ...]
+    kv_heads: int = 0  # 0: as many as heads (no grouped-query attention)
+    head_dim: int = 0  # 0: hidden // heads
+    gated_mlp: bool = False  # Llama's gate/up/down (3 matrices) against BERT's 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kv_heads", self.kv_heads or self.heads)
+        object.__setattr__(self, "head_dim", self.head_dim or self.hidden // self.heads)
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any], name: str | None = None,
+                       lora_targets: Sequence[str] | None = None) -> "ModelShape":
+        """From a Hugging Face config dict (Llama-style or BERT-style keys); `lora_targets`
+        defaults to every linear layer the adapters use (Llama q/k/v/o, gate/up/down; BERT
+        query, key, value, dense)."""
+        return shape_from_config(cls, config, name, lora_targets)
+
+    def totals(self) -> dict[str, int]:
+        """The model's totals per s column, for validate_table(totals={name: shape.totals()})."""
+        return {"kept_layers": self.layers, "kept_heads": self.heads}
+
+
+BERT_STYLE_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "deberta", "deberta-v2"}
+HF_KEYS = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "hidden": "hidden_size",
+           "intermediate": "intermediate_size", "vocab": "vocab_size"}
+
+
+def shape_from_config(cls: type, config: Mapping[str, Any], name: str | None,
+                      lora_targets: Sequence[str] | None) -> ModelShape:
+    missing = [key for key in HF_KEYS.values() if not isinstance(config.get(key), int)]
+    if missing:
+        raise ValueError(f"model config {name or config.get('_name_or_path', '')!r}: missing or "
+                         f"non-integer key(s) {', '.join(missing)}")
+    sizes = {field_name: int(config[key]) for field_name, key in HF_KEYS.items()}
+    bert = config.get("model_type") in BERT_STYLE_TYPES
+    kv_heads = int(config.get("num_key_value_heads") or sizes["heads"])
+    head_dim = int(config.get("head_dim") or sizes["hidden"] // sizes["heads"])
+    table = (bert_modules if bert else llama_modules)(sizes, kv_heads, head_dim)
+    targets = list(lora_targets) if lora_targets is not None else list(dict.fromkeys(n for n, _, _ in table))
+    unknown = sorted(set(targets) - {n for n, _, _ in table})
+    if unknown:
+        raise ValueError(f"lora_targets: {unknown} are not linear layers of a "
+                         f"{'BERT' if bert else 'Llama'}-style model")
+    modules = tuple(module for module in table if module[0] in targets)
+    label = name or str(config.get("_name_or_path") or config.get("model_type") or "model")
+    return cls(name=label, lora_modules=modules, kv_heads=kv_heads, head_dim=head_dim,
+               gated_mlp=not bert, **sizes)
+
+
+def llama_modules(sizes: Mapping[str, int], kv_heads: int, head_dim: int) -> list[tuple[str, int, int]]:
+    h, i = sizes["hidden"], sizes["intermediate"]
+    q, kv = sizes["heads"] * head_dim, kv_heads * head_dim
+    return [("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h),
+            ("gate_proj", h, i), ("up_proj", h, i), ("down_proj", i, h)]
+
+
+def bert_modules(sizes: Mapping[str, int], kv_heads: int, head_dim: int) -> list[tuple[str, int, int]]:
+    # "dense" names three layers: attention output (h -> h), intermediate (h -> i), output (i -> h).
+    h, i = sizes["hidden"], sizes["intermediate"]
+    return [("query", h, h), ("key", h, h), ("value", h, h), ("dense", h, h), ("dense", h, i), ("dense", i, h)]
+
+
+@dataclass(frozen=True)
+class Workload:
+    flops: float
+    bytes: float
+
+
+def layer_parameters(shape: ModelShape, kept_heads: int, kept_ranks: int) -> float:
+    """Weights one kept layer reads: attention at the kept width, the MLP, the LoRA path."""
+    width = kept_heads * shape.head_dim
+    kv_width = width * shape.kv_heads / shape.heads
+    attention = 2 * shape.hidden * width + 2 * shape.hidden * kv_width
+    mlp = (3 if shape.gated_mlp else 2) * shape.hidden * shape.intermediate
+    lora = kept_ranks * sum(d_in + d_out for _, d_in, d_out in shape.lora_modules)
+    return attention + mlp + lora
+
+
+def activation_width(shape: ModelShape, kept_heads: int, kept_ranks: int) -> float:
+    """Values per token that one layer writes once and reads once: its input, q/k/v, the
+    attention output, the residual, the MLP's hidden (gate and up for a gated MLP), its
+    output and the LoRA path's rank-r intermediates."""
+    width = kept_heads * shape.head_dim
+    kv_width = width * shape.kv_heads / shape.heads
+    mlp_hidden = (2 if shape.gated_mlp else 1) * shape.intermediate
+    return 3 * shape.hidden + 2 * width + 2 * kv_width + mlp_hidden + kept_ranks * len(shape.lora_modules)
+
+
+def workload(shape: ModelShape, s: Mapping[str, int]) -> Workload:
+    """FLOPs and bytes moved by one forward pass of one sequence (formula: module docstring)."""
+    tokens, layers, bits = s["seq_len"], s["kept_layers"], s["param_bits"]
+    weights = layer_parameters(shape, s["kept_heads"], s["kept_ranks"])
+    attention = 4 * tokens**2 * s["kept_heads"] * shape.head_dim
+    layer_flops = 2 * tokens * weights + attention
+    layer_values = weights + 2 * tokens * activation_width(shape, s["kept_heads"], s["kept_ranks"])
+    head_flops = 2 * shape.hidden * shape.vocab
+    head_values = tokens * shape.hidden + shape.hidden * shape.vocab
+    return Workload(flops=layers * layer_flops + head_flops, bytes=(layers * layer_values + head_values) * bits / 8)
+
+
+def roofline_times(spec: DeviceSpec, work: Workload, bits: int) -> tuple[float, float]:
+    """(compute seconds, memory seconds) at the device's peaks."""
+    return work.flops / spec.peak_flops[bits], work.bytes / spec.memory_bandwidth
+
+
+def bound(spec: DeviceSpec, shape: ModelShape, s: Mapping[str, int]) -> str:
+    """'compute' or 'memory': which roof limits this configuration on this device."""
+    t_compute, t_memory = roofline_times(spec, workload(shape, s), s["param_bits"])
+    return "compute" if t_compute >= t_memory else "memory"
+
+
+def predict(spec: DeviceSpec, shape: ModelShape, s: Mapping[str, int]) -> dict[str, float]:
+    """Noise-free latency_ms, energy_j and peak_power_w of one configuration."""
+    t_compute, t_memory = roofline_times(spec, workload(shape, s), s["param_bits"])
+    busy = max(t_compute, t_memory)
+    latency = busy + s["kept_layers"] * spec.layer_overhead_s
+    active = COMPUTE_POWER_SHARE * t_compute + (1 - COMPUTE_POWER_SHARE) * t_memory
+    dynamic = spec.peak_w - spec.idle_w
+    power = spec.idle_w + dynamic * active / latency
+    peak_power = spec.idle_w + dynamic * active / busy
+    return {"energy_j": power * latency, "latency_ms": latency * 1e3, "peak_power_w": peak_power}
+
+
+def noise_factors(spec: DeviceSpec, rows: int, seed: int, noise: Mapping[str, float] | None) -> dict[str, np.ndarray]:
+    """Multiplicative log-normal factors per metric, seeded by (seed, the device's name)."""
+    unknown = sorted(set(noise or {}) - set(NOISE_SIGMAS))
+    if unknown:
+        raise ValueError(f"noise: {unknown} are not metrics; use {sorted(NOISE_SIGMAS)}")
+    sigmas = {metric: float((noise or {}).get(metric, 0.0)) for metric in NOISE_SIGMAS}
+    if any(sigma < 0 or not math.isfinite(sigma) for sigma in sigmas.values()):
+        raise ValueError(f"noise sigmas must be finite and >= 0, got {sigmas}")
+    rng = np.random.default_rng([int(seed), zlib.crc32(spec.name.encode())])
+    draws = rng.standard_normal((rows, len(sigmas)))
+    return {metric: np.exp(sigma * draws[:, k]) for k, (metric, sigma) in enumerate(sigmas.items())}
+
+
+def provenance(spec: DeviceSpec, seed: int, noise: Mapping[str, float] | None) -> str:
+    sigmas = ", ".join(f"{metric} {100 * sigma:g}%" for metric, sigma in (noise or {}).items()) or "none"
+    return (f"SIMULATED, not measured: roofline model (wattpeft.devices.roofline) of {spec.name} from "
+            f"published or derived figures ({'; '.join(spec.references)}); log-normal noise sigma "
+            f"{sigmas}, seed {seed}")
+
+
+def simulate(spec: DeviceSpec, shape: ModelShape, grid_rows: Sequence[Mapping[str, int]], seed: int,
+             noise: Mapping[str, float] | None = NOISE_SIGMAS) -> pd.DataFrame:
+    """One validated table row per configuration, `source = simulated`; `noise=None` for the
+    noise-free model."""
+    factors = noise_factors(spec, len(grid_rows), seed, noise)
+    rows = []
+    for k, s in enumerate(grid_rows):
+        metrics = predict(spec, shape, s)
+        noisy = {metric: value * float(factors[metric][k]) for metric, value in metrics.items()}
+        rows.append({"device": spec.name, "source": SIMULATED, "model": shape.name, **dict(s), **noisy,
+                     "provenance": provenance(spec, seed, noise)})
+    return validate_table(pd.DataFrame(rows), f"simulated table of {spec.name}", {shape.name: shape.totals()})
+
+
+__all__ = ["COMPUTE_POWER_SHARE", "DeviceSpec", "ModelShape", "NOISE_SIGMAS", "SIMULATED_DEVICES", "Workload",
+           "bound", "predict", "roofline_times", "simulate", "workload"]
