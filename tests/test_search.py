@@ -1,8 +1,19 @@
-"""The search survives a diverging trial, prunes hopeless ones, and fails only when none completes."""
+"""The search survives a diverging trial, prunes hopeless ones, and fails only when none completes;
+its study, in a journal file, resumes after a kill and is shared by worker processes."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
 import pytest
 
-from wattpeft.training.search import PRUNER_STARTUP_TRIALS, run_search
+from wattpeft.training import search
+from wattpeft.training.search import INTERRUPTED_ATTR, PRUNER_STARTUP_TRIALS, run_search, study_name
 
 SPACE = {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}
 
@@ -60,19 +71,6 @@ def test_an_unexpected_error_still_stops_the_search():
 
 
 # --- The study in a journal file: resumable after a kill, shared by worker processes ---
-
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import optuna
-
-from wattpeft.training import search
-from wattpeft.training.search import INTERRUPTED_ATTR, study_name
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 WIDE = {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0},
@@ -143,10 +141,22 @@ result = run_search(objective, SPACE, n, "maximize", seed=5, journal=journal, na
 """.replace("SPACE", repr(SPACE))
 
 
-def worker(journal, ran, n, stall_at=-1, wait_for=()):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(journal), str(ran), str(n), str(stall_at),
-                             *map(str, wait_for)], env=env)
+@pytest.fixture
+def worker():
+    """Starts a worker process; any still running at the end of the test is killed."""
+    procs = []
+
+    def start(journal, ran, n, stall_at=-1, wait_for=()):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(journal), str(ran), str(n), str(stall_at),
+                                       *map(str, wait_for)], env=env))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def ran_params(path):
@@ -160,7 +170,7 @@ def wait_for_file(path, seconds=60):
         time.sleep(0.02)
 
 
-def test_a_killed_worker_process_leaves_a_study_that_resumes(tmp_path):
+def test_a_killed_worker_process_leaves_a_study_that_resumes(tmp_path, worker):
     n, k = 5, 2
     journal, ran = tmp_path / "study.journal", tmp_path / "killed.ran"
     proc = worker(journal, ran, n, stall_at=k)
@@ -182,7 +192,7 @@ def test_a_killed_worker_process_leaves_a_study_that_resumes(tmp_path):
     assert interrupted["number"] == k and "is gone" in interrupted["reason"]
 
 
-def test_two_worker_processes_share_one_study_and_run_exactly_n_trials(tmp_path):
+def test_two_worker_processes_share_one_study_and_run_exactly_n_trials(tmp_path, worker):
     n = 8
     journal, ran = tmp_path / "study.journal", [tmp_path / "a.ran", tmp_path / "b.ran"]
     procs = [worker(journal, ran[0], n, wait_for=ran), worker(journal, ran[1], n, wait_for=ran)]
