@@ -7,5 +7,5 @@ with logged(snakemake):
     inp = snakemake.input
     run_profile(
         inp.export, inp.data, snakemake.params.profiling, snakemake.wildcards.device,
-        snakemake.output[0], threads=snakemake.params.profiling["threads"],
+        snakemake.output[0], threads=snakemake.params.profiling["measure_threads"],
     )

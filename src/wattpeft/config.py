@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,
         # CPU threads of the measured passes (latency, energy, the energy table), whatever
         # cores the job holds: numbers compare only at equal threads.
-        "threads": 1,
+        "measure_threads": 1,
     },
     "report": {},
     "wandb": {"mode": "disabled", "project": "wattpeft"},

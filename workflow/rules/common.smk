@@ -30,11 +30,11 @@ ENERGY_TABLE = f"results/profiles/{PROFILE_DEVICE}/energy_table.json"
 # family with in_default_run: false is one target away (its aggregated_metrics.json).
 DEFAULT_FAMILIES = [name for name, fam in CFG["families"].items() if fam.get("in_default_run", True)]
 # A measuring job (latency, energy) holds every core Snakemake may use on this host, so no
-# other job runs beside it; its passes still use profiling.threads. Stated in the rules, not
+# other job runs beside it; its passes still use profiling.measure_threads. Stated in the rules, not
 # in profiles/default: a workflow profile would override a cluster profile key by key
 # (a cluster profile's set-threads overrides this).
 WHOLE_HOST = workflow.cores or 1
-MEASURE_THREADS = CFG["profiling"]["threads"]
+MEASURE_THREADS = CFG["profiling"]["measure_threads"]
 
 
 wildcard_constraints:
