@@ -574,7 +574,7 @@ def test_registry_entries_that_wait_for_a_run_name_it_as_their_energy_reference(
 def test_reading_the_registry_imports_no_torch():
     code = (
         "import sys; from wattpeft.methods import METHODS, entry, method_names; "
-        "[(entry(n).after, entry(n).energy_table) for n in method_names()]; "
+        "[(entry(n).after, entry(n).needs) for n in method_names()]; "
         "assert 'torch' not in sys.modules and 'peft' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,6 +13,7 @@ from wattpeft.config import (
     validate_config,
 )
 from wattpeft.methods import METHODS
+from wattpeft.needs import need_path
 from wattpeft.report.kinds import FIGURE_KINDS
 
 # Snakemake's own validate() prints the whole schema and only the first error; wattpeft's
@@ -25,7 +26,7 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 # device it found: a login node without a GPU never names a GPU node's profile.
 PROFILE_DEVICE = CFG["profiling"]["device"]
 # The device's joules per FLOP of int8 and 16-bit GEMMs (rule energy_table).
-ENERGY_TABLE = f"results/profiles/{PROFILE_DEVICE}/energy_table.json"
+ENERGY_TABLE = need_path("energy_table", "", PROFILE_DEVICE)
 # Families that `snakemake` with no target runs (and the top-level comparison covers); a
 # family with in_default_run: false is one target away (its aggregated_metrics.json).
 DEFAULT_FAMILIES = [name for name, fam in CFG["families"].items() if fam.get("in_default_run", True)]
@@ -131,12 +132,12 @@ def group_inputs(wildcards):
 def needs_of(run_id):
     """What the run's method asks of other jobs in its registry entry (methods/__init__.py):
     `after_<m>`, the train summary of method m's run with the same family, budget and seed,
-    and `energy_table`. The method receives them as its `inputs`."""
+    and each family artefact it names (wattpeft/needs.py). The method receives them as its
+    `inputs`."""
     family, method, *rest = run_id.split("--")
     entry = METHODS[method]
     needs = {f"after_{m}": f"results/runs/{'--'.join([family, m, *rest])}/train_summary.json" for m in entry.after}
-    if entry.energy_table:
-        needs["energy_table"] = ENERGY_TABLE
+    needs.update({name: need_path(name, family, PROFILE_DEVICE) for name in entry.needs})
     return needs
 
 

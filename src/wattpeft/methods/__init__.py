@@ -28,20 +28,21 @@ class Entry:
     # Methods whose run with the same family, budget and seed must train first: their
     # train_summary.json reaches this method as inputs["runs"][name] (HEST: TABS's energy).
     after: tuple[str, ...] = ()
-    # The profiled device's joules-per-FLOP table (energy/table.py) as inputs["energy_table"].
-    energy_table: bool = False
+    # Family artefacts read as inputs[name], by name (wattpeft/needs.py: "energy_table", the
+    # profiled device's joules per FLOP; "device_table", "surrogate").
+    needs: tuple[str, ...] = ()
 
 
 METHODS: dict[str, Entry] = {
     "lora": Entry("wattpeft.methods.lora"),
     "adalora": Entry("wattpeft.methods.adalora"),
     "fw_lora": Entry("wattpeft.methods.fw_lora"),
-    "bhsp": Entry("wattpeft.methods.bhsp", energy_table=True),
-    "tabs": Entry("wattpeft.methods.tabs", energy_table=True),
-    "hest": Entry("wattpeft.methods.hest", after=("tabs",), energy_table=True),
-    "hest_fp16": Entry("wattpeft.methods.hest_fp16", after=("tabs",), energy_table=True),
-    "hest_soft": Entry("wattpeft.methods.hest_soft", after=("tabs",), energy_table=True),
-    "hest_unfactorised": Entry("wattpeft.methods.hest_unfactorised", after=("tabs",), energy_table=True),
+    "bhsp": Entry("wattpeft.methods.bhsp", needs=("energy_table",)),
+    "tabs": Entry("wattpeft.methods.tabs", needs=("energy_table",)),
+    "hest": Entry("wattpeft.methods.hest", after=("tabs",), needs=("energy_table",)),
+    "hest_fp16": Entry("wattpeft.methods.hest_fp16", after=("tabs",), needs=("energy_table",)),
+    "hest_soft": Entry("wattpeft.methods.hest_soft", after=("tabs",), needs=("energy_table",)),
+    "hest_unfactorised": Entry("wattpeft.methods.hest_unfactorised", after=("tabs",), needs=("energy_table",)),
 }
 
 

@@ -75,23 +75,23 @@ def model_source(model_dir: str | Path) -> str:
 
 
 def method_needs(rule_inputs) -> dict[str, str]:
-    """The method inputs among a rule's named inputs (common.smk's `method_needs`)."""
-    return {k: v for k, v in rule_inputs.items() if k == "energy_table" or k.startswith("after_")}
+    """The method inputs among a rule's named inputs (common.smk's `needs_of`)."""
+    from ..needs import NEED_PATHS
+
+    return {k: v for k, v in rule_inputs.items() if k in NEED_PATHS or k.startswith("after_")}
 
 
 def read_method_inputs(paths: dict[str, str | Path] | None) -> dict[str, Any]:
-    """What a method's registry entry asked for, read from the files the rule wired:
-    `energy_table` -> the table; `after_<method>` -> that run's train summary, under
-    inputs["runs"][method]."""
-    from ..energy.table import check_table
+    """What a method's registry entry asked for, read from the files the rule wired: each
+    named artefact (wattpeft/needs.py) as inputs[name]; `after_<method>` -> that run's
+    train summary, under inputs["runs"][method]."""
+    from ..needs import read_need
     from ..utils.io import read_json
 
     inputs: dict[str, Any] = {"runs": {}}
     for key, path in (paths or {}).items():
-        if key == "energy_table":
-            inputs["energy_table"] = check_table(read_json(path), str(path))
-        elif key.startswith("after_"):
+        if key.startswith("after_"):
             inputs["runs"][key.removeprefix("after_")] = read_json(path)
         else:
-            raise ValueError(f"unknown method input {key!r} ({path})")
+            inputs[key] = read_need(key, path)
     return inputs
