@@ -137,16 +137,39 @@ def run_finetune(
     out: dict[str, Path],
     threads: int = 1,
     needs: dict[str, Path] | None = None,
+    processes: int = 1,
+    cpu: bool = False,
 ) -> dict:
     """Train one run; writes out['adapter'] (folder), out['summary'], out['log'], out['config'].
-    `needs`: the files the method's registry entry asks for (stages/common.read_method_inputs)."""
-    pin_threads(threads)
+    `needs`: the files the method's registry entry asks for (stages/common.read_method_inputs).
+    `processes` > 1: that many data-parallel training processes (DDP), one per GPU, sharing
+    the `threads`; the job must see that many CUDA devices. `cpu=True` runs them on the CPU
+    with gloo instead (tests). Same data order and global batch as one process."""
+    args = (run_cfg, Path(data_dir), Path(model_dir), Path(best_params_path), Path(run_dir),
+            {k: Path(v) for k, v in out.items()}, threads, {k: Path(v) for k, v in (needs or {}).items()},
+            processes)
+    if processes > 1:
+        from ..training.distributed import launch
+
+        return launch(_finetune, args, processes, cpu=cpu)
+    return _finetune(*args)
+
+
+def _finetune(run_cfg, data_dir, model_dir, best_params_path, run_dir, out, threads, needs,
+              processes) -> dict | None:
+    """run_finetune in one of its `processes` training processes; rank 0 (the only one when
+    `processes` is 1) writes the outputs and returns the summary, the others return None."""
+    from accelerate import PartialState
+
+    pin_threads(max(1, threads // processes))
     best = read_json(best_params_path)
     run_cfg = apply_params(run_cfg, best["params"])
     data = open_run_data(data_dir)
     checkpoints = Path(run_dir) / "checkpoints" / run_cfg["config_hash"]
     method, model, outcome = _train(run_cfg, data, Path(model_dir), checkpoint_dir=checkpoints,
                                     method_inputs=read_method_inputs(needs))
+    if not PartialState().is_main_process:
+        return None
     with atomic_path(out["adapter"]) as tmp:
         method.save(model, tmp)
     summary = {
@@ -160,6 +183,7 @@ def run_finetune(
         "skipped_steps": outcome.skipped_steps,  # fp16: steps the gradient scaler skipped
         "mixed_precision": outcome.mixed_precision,
         "threads": threads,
+        "processes": outcome.processes,  # data-parallel training processes (DDP), one per GPU
         "method_stats": method.stats,
         "tuned_params": best["params"],
         "data_hash": data.data_hash,

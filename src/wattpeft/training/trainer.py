@@ -2,13 +2,22 @@
 order that a resumed run replays exactly, checkpoints every N optimiser steps, and a
 hard stop on a non-finite loss or gradient that keeps the last good checkpoint. Under fp16
 an overflowing gradient is expected: the gradient scaler skips that step and the run goes on.
+
+Several processes (training/distributed.py) train one model under DDP: every process walks
+the same data order and takes every N-th row of each global batch, its loss weighted by its
+share of the batch's loss units, so the batch size, the order, the logged loss and each
+update are those of one process (up to float rounding, and to dropout and gate noise, which
+each process draws for itself); only rank 0 writes checkpoints and shows progress, and every
+rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,9 +26,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from ..data.loading import IGNORE_INDEX
 from ..methods.base import AdapterMethod
 from .checkpoint import Position, latest_checkpoint, load_checkpoint, save_checkpoint
 from .precision import resolve_mixed_precision
@@ -45,6 +56,7 @@ class TrainOutcome:
     resumed_from_step: int | None
     mixed_precision: str
     skipped_steps: int = 0  # optimiser steps the fp16 gradient scaler skipped (overflow)
+    processes: int = 1  # data-parallel training processes (DDP world size)
     log: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, float] = field(default_factory=dict)
 
@@ -75,6 +87,30 @@ def epoch_batches(n_rows: int, batch_size: int, n_batches: int, seed: int, epoch
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n_rows, generator=gen).tolist()
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
+
+
+def shard(indices: list[int], world: int, rank: int) -> tuple[list[int], bool]:
+    """This process's rows of a global batch (every world-th one) and whether they are its
+    own: a process left without a row (a batch smaller than the world) runs one anyway,
+    as DDP needs every process in each backward pass, and its loss then counts 0."""
+    mine = indices[rank::world]
+    return (mine, True) if mine else (indices[:1], False)
+
+
+def loss_units(batch: dict[str, torch.Tensor]) -> int:
+    """What the model's loss is a mean over: rows (one label per row), or for a language
+    model its target tokens (labels shifted by one, IGNORE_INDEX skipped, as transformers does)."""
+    labels = batch["labels"]
+    if labels.dim() == 1:
+        return labels.numel()
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The random seed of one process for one optimiser step, under DDP: each process draws
+    its own dropout masks and gate noise (not copies of its neighbour's), and a resumed run
+    draws what the uninterrupted one did, whatever the checkpoint's (rank 0's) RNG state."""
+    return random.Random(f"{seed}-{step}-{rank}").getrandbits(32)
 
 
 class Trainer:
@@ -120,6 +156,14 @@ class Trainer:
             num_training_steps=self.schedule.total_steps,
         )
         optimizer = accelerator.prepare_optimizer(optimizer)
+        # Several processes: the forward pass goes through DDP, which averages gradients in
+        # the backward pass. Everything else (hooks, checkpoints, evaluation) sees self.model.
+        self.forward_model = self.model
+        if accelerator.num_processes > 1:
+            on_cuda = accelerator.device.type == "cuda"
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[accelerator.device.index] if on_cuda else None
+            )
         return accelerator, precision, optimizer, scheduler
 
     def _resume(self, optimizer, scheduler, scaler) -> tuple[Position, list[dict[str, Any]], int | None]:
@@ -128,12 +172,14 @@ class Trainer:
             return Position(), [], None
         position, method_state, log = load_checkpoint(path, self.model, optimizer, scheduler, scaler)
         self.method.load_state_dict(self.model, method_state)
-        print(f"[wattpeft] {self.cfg['run_id']}: resuming from {path}", file=sys.stderr)
+        if self._main:
+            print(f"[wattpeft] {self.cfg['run_id']}: resuming from {path}", file=sys.stderr)
         return position, log, position.step
 
     def train(self) -> TrainOutcome:
         set_seed(self.cfg["seed"])
         accelerator, precision, optimizer, scheduler = self._setup()
+        self._main = accelerator.is_main_process
         position, log, resumed = self._resume(optimizer, scheduler, accelerator.scaler)
         self._last_grad_norm = None  # until an optimiser step is applied
         sched = self.schedule
@@ -141,7 +187,7 @@ class Trainer:
             total=sched.total_steps,
             initial=position.step,
             desc=self.cfg["run_id"],
-            disable=not self.progress,
+            disable=not (self.progress and self._main),
             file=sys.stderr,
         )
         self.model.train()
@@ -167,7 +213,7 @@ class Trainer:
                     position.loss_window = []
                 if self.on_step_end:
                     self.on_step_end(position.step)
-                if self.checkpoint_dir and position.step % self.training["checkpoint_every"] == 0:
+                if self._main and self.checkpoint_dir and position.step % self.training["checkpoint_every"] == 0:
                     self._checkpoint(position, optimizer, scheduler, log, accelerator.scaler)
             if position.next_batch >= len(batches):
                 log.append(self._eval_record(position))
@@ -186,23 +232,38 @@ class Trainer:
             resumed_from_step=resumed,
             mixed_precision=precision,
             skipped_steps=position.skipped_steps,
+            processes=accelerator.num_processes,
             log=log,
             validation={k: v for k, v in validation.items() if k not in ("step", "epoch", "split")},
         )
 
     def _optimizer_step(self, accelerator, optimizer, scheduler, group, position) -> float:
-        """Forward/backward over `group` (gradient accumulation), then one optimiser step."""
+        """Forward/backward over `group` (gradient accumulation), then one optimiser step.
+        Returns the step's loss: under DDP the mean over the whole global batches."""
         total = 0.0
-        for indices in group:
-            batch = {k: v.to(accelerator.device) for k, v in self.collate([self.rows[i] for i in indices]).items()}
-            with accelerator.autocast():
-                loss = self.model(**batch).loss
-                extra = self.method.extra_loss(self.model, position.step)
-                if extra is not None:
-                    loss = loss + extra
-            self._require_finite(loss, "loss", position)
-            accelerator.backward(loss / len(group))
+        world, rank = accelerator.num_processes, accelerator.process_index
+        if world > 1:
+            set_seed(step_seed(self.cfg["seed"], position.step, rank))
+        for i, indices in enumerate(group):
+            rows, own = shard(indices, world, rank) if world > 1 else (indices, True)
+            batch = self.collate([self.rows[j] for j in rows])
+            factor = self._shard_factor(batch, indices, world) if own else 0.0
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            last = i == len(group) - 1  # DDP averages gradients once, after the last micro-batch
+            with nullcontext() if last else accelerator.no_sync(self.forward_model):
+                with accelerator.autocast():
+                    loss = self.forward_model(**batch).loss
+                    extra = self.method.extra_loss(self.model, position.step)
+                    if extra is not None:
+                        loss = loss + extra
+                self._require_finite(loss, "loss", position)
+                if factor != 1.0:
+                    loss = loss * factor
+                accelerator.backward(loss / len(group))
             total += loss.item() / len(group)
+        if world > 1:  # the global batches' mean: what one process would have logged
+            total = accelerator.reduce(torch.tensor(total, dtype=torch.float64, device=accelerator.device),
+                                       reduction="mean").item()
         grad_norm = accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.training["max_grad_norm"]
         )
@@ -218,6 +279,16 @@ class Trainer:
             self.method.after_optimizer_step(self.model, position.step + 1)
         optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _shard_factor(self, batch: dict[str, torch.Tensor], indices: list[int], world: int) -> float:
+        """The factor on a shard's mean loss that makes DDP's mean of the processes' gradients
+        the gradient of the whole batch's mean loss: world x the shard's share of the loss
+        units (1 when the batch splits evenly; 1 for one process). Exact for the task loss; a
+        method's extra loss that is a mean over the shard's rows is weighted the same way."""
+        if world == 1:
+            return 1.0
+        whole = loss_units(self.collate([self.rows[j] for j in indices]))
+        return world * loss_units(batch) / max(whole, 1)
 
     def _count_skip(self, scaler, position: Position) -> None:
         """A skipped step is not an update: the scheduler and the method's hook (AdaLoRA
