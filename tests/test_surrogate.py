@@ -165,7 +165,7 @@ def test_store_round_trip_is_exact_and_holds_no_pickle(tmp_path, table, trained)
     with torch.no_grad():
         calibration = fit_calibration(trained(x[:5], trained.tag(None, 5)), log_targets(held_out)[:5])
         before = trained.predict(x, trained.tag(None, len(x)), calibration)
-    save_surrogate(tmp_path / "store", trained, calibration, HELD_OUT)
+    save_surrogate(tmp_path / "store" / METADATA, trained, calibration, HELD_OUT)  # the folder or its JSON
     loaded, loaded_calibration = load_surrogate(tmp_path / "store")
     with torch.no_grad():
         after = loaded.predict(x, loaded.tag(None, len(x)), loaded_calibration)
@@ -178,6 +178,16 @@ def test_store_round_trip_is_exact_and_holds_no_pickle(tmp_path, table, trained)
     assert not raw.startswith(b"\x80")  # a pickle starts with its protocol opcode
     stored = json.loads((tmp_path / "store" / METADATA).read_text())
     assert stored["calibration"]["device"] == HELD_OUT and len(stored["table_hash"]) == 64
+    assert load_surrogate(tmp_path / "store" / METADATA)[0].devices == trained.devices
+
+
+def test_loading_weights_of_another_save_fails_clearly(tmp_path, table, trained):
+    save_surrogate(tmp_path / "one", trained)
+    other = train_surrogate(table[table["device"] != HELD_OUT], TOTALS, {"steps": 1, "progress": False})
+    save_surrogate(tmp_path / "two", other)
+    (tmp_path / "one" / WEIGHTS).write_bytes((tmp_path / "two" / WEIGHTS).read_bytes())
+    with pytest.raises(SurrogateStoreError, match="is not the file surrogate.json was written with"):
+        load_surrogate(tmp_path / "one")
 
 
 @pytest.mark.parametrize("change, message", [
