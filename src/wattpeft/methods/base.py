@@ -130,6 +130,18 @@ class AdapterMethod(ABC):
         """Method-specific values for the training log's records (e.g. a Lagrange multiplier)."""
         return {}
 
+    def loss_terms(self) -> dict[str, float]:
+        """The named parts of the last `extra_loss` (e.g. loss_l0, loss_energy), each written to
+        the training log's records under its own name, beside the trainer's `loss` and
+        `loss_task`. Names start with `loss_`; `loss` and `loss_task` are the trainer's."""
+        return {}
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: dicts with "params" and optionally "lr" and
+        "weight_decay" (left out: the training config's). Every trainable parameter must be in
+        exactly one group. Default: one group of all of them at the training config's values."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
     def validation_record(self, model: nn.Module) -> dict[str, float]:
         """Method-specific values measured during the validation pass that just ran."""
         return {}

@@ -144,11 +144,8 @@ class Trainer:
         precision = resolve_mixed_precision(self.training["mixed_precision"], device)
         accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
         self.model.to(accelerator.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(f"{self.cfg['run_id']}: the method left no trainable parameter")
         optimizer = torch.optim.AdamW(
-            params, lr=self.training["learning_rate"], weight_decay=self.training["weight_decay"]
+            self._param_groups(), lr=self.training["learning_rate"], weight_decay=self.training["weight_decay"]
         )
         scheduler = get_linear_schedule_with_warmup(
             optimizer,
@@ -166,6 +163,23 @@ class Trainer:
             )
         return accelerator, precision, optimizer, scheduler
 
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The method's parameter groups (AdapterMethod.param_groups), checked: every trainable
+        parameter in exactly one group, no frozen one; a group's missing "lr" or
+        "weight_decay" is the training config's (AdamW's defaults here)."""
+        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        if not trainable:
+            raise ValueError(f"{self.cfg['run_id']}: the method left no trainable parameter")
+        groups = [dict(group, params=list(group["params"])) for group in self.method.param_groups(self.model)]
+        grouped = [id(p) for group in groups for p in group["params"]]
+        if len(grouped) != len(set(grouped)) or set(grouped) != trainable:
+            raise ValueError(
+                f"{self.cfg['run_id']}: {self.method.name}'s param_groups must hold every trainable parameter "
+                f"exactly once and nothing else ({len(grouped)} grouped, {len(set(grouped))} distinct, "
+                f"{len(trainable)} trainable)"
+            )
+        return [group for group in groups if group["params"]]
+
     def _resume(self, optimizer, scheduler, scaler) -> tuple[Position, list[dict[str, Any]], int | None]:
         path = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if path is None:
@@ -182,6 +196,7 @@ class Trainer:
         self._main = accelerator.is_main_process
         position, log, resumed = self._resume(optimizer, scheduler, accelerator.scaler)
         self._last_grad_norm = None  # until an optimiser step is applied
+        self._last_task_loss = float("nan")  # the task loss of the last optimiser step
         sched = self.schedule
         bar = tqdm(
             total=sched.total_steps,
@@ -240,7 +255,7 @@ class Trainer:
     def _optimizer_step(self, accelerator, optimizer, scheduler, group, position) -> float:
         """Forward/backward over `group` (gradient accumulation), then one optimiser step.
         Returns the step's loss: under DDP the mean over the whole global batches."""
-        total = 0.0
+        total = task_total = 0.0
         world, rank = accelerator.num_processes, accelerator.process_index
         if world > 1:
             set_seed(step_seed(self.cfg["seed"], position.step, rank))
@@ -253,17 +268,21 @@ class Trainer:
             with nullcontext() if last else accelerator.no_sync(self.forward_model):
                 with accelerator.autocast():
                     loss = self.forward_model(**batch).loss
+                    task = loss.detach()
                     extra = self.method.extra_loss(self.model, position.step)
                     if extra is not None:
                         loss = loss + extra
                 self._require_finite(loss, "loss", position)
                 if factor != 1.0:
                     loss = loss * factor
+                    task = task * factor
                 accelerator.backward(loss / len(group))
             total += loss.item() / len(group)
+            task_total += task.item() / len(group)
         if world > 1:  # the global batches' mean: what one process would have logged
-            total = accelerator.reduce(torch.tensor(total, dtype=torch.float64, device=accelerator.device),
-                                       reduction="mean").item()
+            both = torch.tensor([total, task_total], dtype=torch.float64, device=accelerator.device)
+            total, task_total = accelerator.reduce(both, reduction="mean").tolist()
+        self._last_task_loss = task_total
         grad_norm = accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.training["max_grad_norm"]
         )
@@ -319,11 +338,21 @@ class Trainer:
         )
 
     def _train_record(self, position, optimizer) -> dict[str, Any]:
+        """`loss`: the mean over the steps since the last record (task loss plus the method's
+        extra loss); `loss_task` and the method's named terms (`loss_terms`): the last step's,
+        which a resumed run reproduces exactly (the window of a record may span a checkpoint)."""
         window = position.loss_window
+        terms = self.method.loss_terms()
+        clashing = sorted(name for name in terms if not name.startswith("loss_") or name == "loss_task")
+        if clashing:
+            raise ValueError(f"{self.method.name}.loss_terms: {clashing}: names must start with 'loss_' "
+                             "and 'loss_task' is the trainer's")
         return {
             "step": position.step,
             "epoch": position.epoch,
             "loss": sum(window) / max(len(window), 1),
+            "loss_task": self._last_task_loss,
+            **terms,
             "lr": optimizer.param_groups[0]["lr"],
             "grad_norm": self._last_grad_norm,  # of the last applied step
             "skipped_steps": position.skipped_steps,
