@@ -22,6 +22,7 @@ def check_semantics(cfg: dict[str, Any], source: str, base_dir: Path) -> None:
 
     problems = [*_model_problems(cfg, base_dir), *_dataset_problems(cfg, base_dir)]
     problems += [*_family_problems(cfg), *_search_problems(cfg), *_other_problems(cfg)]
+    problems += _hardware_problems(cfg, base_dir)
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -109,6 +110,42 @@ def _family_problems(cfg: dict) -> Iterator[str]:
                 yield (f"{where}.methods.{method}: trains after {', '.join(missing)}'s run of the same budget and "
                        f"seed (its registry entry, methods/__init__.py); add {', '.join(missing)} to the family's methods")
         yield from _claim_problems(where, fam, None if task is None else metrics_of_task(task))
+
+
+def _hardware_problems(cfg: dict, base_dir: Path) -> list[str]:
+    """A family's `devices` and `surrogate` sections: known simulated devices, CSVs that
+    exist, an unseen device the table will hold, and valid meta-training settings."""
+    from .devices.catalogue import SIMULATED_DEVICES
+    from .surrogate.config import MetaTrainConfig
+
+    problems = []
+    for fam_name, fam in cfg["families"].items():
+        where, devices = f"families.{fam_name}", fam.get("devices")
+        if devices is None:
+            if "surrogate" in fam:
+                problems.append(f"{where}.surrogate: needs a devices section (the table it trains on)")
+            continue
+        unknown = [d for d in devices.get("simulate", []) if d not in SIMULATED_DEVICES]
+        if unknown:
+            problems.append(f"{where}.devices.simulate: unknown device(s) {unknown}; known: {sorted(SIMULATED_DEVICES)}")
+        for name, path in devices.get("import", {}).items():
+            problems.append(_missing_path(f"{where}.devices.import.{name}", path, base_dir, "CSV"))
+        named = [*devices.get("simulate", []), *devices.get("import", {})]
+        if devices.get("measure"):
+            named.append(cfg["profiling"]["device"])
+        if len(set(named)) < len(named):
+            problems.append(f"{where}.devices: a device is named twice in {named}")
+        surrogate = fam.get("surrogate")
+        if surrogate is None:
+            continue
+        if surrogate["unseen_device"] not in named:
+            problems.append(f"{where}.surrogate.unseen_device: {surrogate['unseen_device']!r} is not among the "
+                            f"family's devices {named}")
+        try:
+            MetaTrainConfig.from_mapping(surrogate.get("training"), where=f"{where}.surrogate.training")
+        except ValueError as err:
+            problems.append(str(err))
+    return [problem for problem in problems if problem]
 
 
 # Metrics a run's metrics.json holds beyond metrics_of_task, that a claim may name: the energy

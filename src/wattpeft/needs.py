@@ -17,7 +17,7 @@ NEED_PATHS = {
     # Every device's profile rows for the family's backbone (rule device_table).
     "device_table": "results/devices/{family}/table.parquet",
     # The family's meta-surrogate, calibrated on its unseen device (rule surrogate).
-    "surrogate": "results/surrogate/{family}/surrogate.json",
+    "surrogate": "results/surrogate/{family}/store",
 }
 
 

@@ -43,6 +43,7 @@ wildcard_constraints:
     group=r"[a-z][a-z0-9_]*--[a-z0-9_]+--b[0-9.]+",
     family=r"[a-z][a-z0-9_]*",
     device=r"[a-z0-9][a-z0-9._-]*",
+    hw=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     model=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
 
@@ -163,6 +164,45 @@ def dataset_inputs(wildcards):
 
 def metrics_of_family(wildcards):
     return [f"results/runs/{run}/metrics.json" for run in runs_of(wildcards.family)]
+
+
+# Hardware-surrogate families: a family's `devices` and `surrogate` sections (the schema's
+# $defs) name what devices.smk builds; any family with them gets it, none is special.
+def family_model(wildcards):
+    return model_dir(CFG["families"][wildcards.family]["model"])
+
+
+def family_model_name(wildcards):
+    return CFG["families"][wildcards.family]["model"]
+
+
+def family_devices(wildcards):
+    return canonical(CFG["families"][wildcards.family]["devices"])
+
+
+def family_surrogate(wildcards):
+    return canonical(CFG["families"][wildcards.family]["surrogate"])
+
+
+def imported_csv(wildcards):
+    return CFG["families"][wildcards.family]["devices"]["import"][wildcards.hw]
+
+
+def device_table_parts(wildcards):
+    """The family's device rows: each simulated and imported device, and this machine's."""
+    devices = CFG["families"][wildcards.family]["devices"]
+    where = f"results/devices/{wildcards.family}"
+    parts = [f"{where}/simulated/{hw}.parquet" for hw in devices.get("simulate", [])]
+    parts += [f"{where}/imported/{hw}.parquet" for hw in devices.get("import", {})]
+    if devices.get("measure"):
+        parts.append(f"{where}/measured/{PROFILE_DEVICE}.parquet")
+    return parts
+
+
+def family_extras(wildcards):
+    """What a family's aggregation reads beside its runs' metrics (its surrogate's evaluation)."""
+    family = CFG["families"][wildcards.family]
+    return {"surrogate_evaluation": f"results/surrogate/{wildcards.family}/evaluation.parquet"} if "surrogate" in family else {}
 
 
 def family_config(wildcards):

@@ -6,7 +6,8 @@
 
 rule aggregate_family:
     input:
-        metrics_of_family,
+        unpack(family_extras),
+        metrics=metrics_of_family,
     output:
         "results/comparison/{family}/aggregated_metrics.json",
     log:

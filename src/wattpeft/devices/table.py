@@ -32,9 +32,9 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from ..utils.io import atomic_path
+from .catalogue import PARAM_BITS
 
 MEASURED, IMPORTED, SIMULATED = SOURCES = ("measured", "imported", "simulated")
-PARAM_BITS = (4, 8, 16, 32)
 TEXT_COLUMNS = ("device", "source", "model", "provenance")
 CONFIG_COLUMNS = ("seq_len", "kept_layers", "kept_heads", "kept_ranks", "param_bits")
 METRIC_COLUMNS = ("energy_j", "latency_ms", "peak_power_w")

@@ -8,12 +8,26 @@ from typing import Any
 from ..utils.io import read_json, write_json
 
 
-def run_family_aggregate(metrics_paths: list[Path], family: str, family_cfg: dict[str, Any], out_path: Path) -> dict:
+def run_family_aggregate(metrics_paths: list[Path], family: str, family_cfg: dict[str, Any], out_path: Path,
+                         extras: dict[str, Path] | None = None) -> dict:
+    """`extras`: named family outputs beside the runs (surrogate_evaluation: a parquet)."""
     from ..report.aggregate import aggregate_family
 
     obj = aggregate_family(family, [Path(p) for p in metrics_paths], family_cfg)
+    for name, path in (extras or {}).items():
+        obj[name] = family_extra(name, Path(path))
     write_json(out_path, obj)
     return obj
+
+
+def family_extra(name: str, path: Path) -> Any:
+    if name == "surrogate_evaluation":
+        import pandas as pd
+
+        from ..utils.io import json_safe
+
+        return [{k: json_safe(v) for k, v in row.items()} for row in pd.read_parquet(path).to_dict("records")]
+    raise KeyError(f"unknown family output {name!r} ({path})")
 
 
 def run_combine(family_paths: list[Path], headline: str, out_path: Path) -> dict:
