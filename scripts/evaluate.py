@@ -8,4 +8,5 @@ with logged(snakemake):
     run_evaluate(
         snakemake.params.run_cfg, inp.config, inp.summary, inp.export, inp.data, inp.profile,
         out.metrics, out.predictions, threads=snakemake.params.measure_threads, energy_table_path=inp.energy_table,
+        device_cost_path=inp.get("device_cost"),
     )

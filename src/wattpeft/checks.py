@@ -157,6 +157,10 @@ CLAIM_METRICS = (
     "modelled_adapter_j_long_sample", "modelled_tokens_per_sample", "adapter_flop_share",
     "adapter_flop_share_max", "e_max_j", "e_max_worst_ratio", "long_sample_tokens",
     "controller_params", "adapter_params", "effective_adapter_params",
+    # Hardware-surrogate families (rule device_cost; report/aggregate.add_hypervolumes).
+    "unseen_energy_j", "unseen_latency_ms", "unseen_peak_power_w", "on_device_measurements", "hypervolume_4d",
+    *(f"surrogate_{score}_{target}" for score in ("mape", "within_10pct")
+      for target in ("energy_j", "latency_ms", "peak_power_w")),
 )  # fmt: skip
 RATIO_COMPARISONS = ("ratio_at_most", "ratio_at_least")
 

@@ -1,6 +1,7 @@
 # Helpers shared by all rules: the validated config, the run matrix, paths and code versions.
 # Parsing imports no torch: a no-op dry run must stay fast (bench/dry_run_time.py).
 import functools
+from types import SimpleNamespace
 from pathlib import Path
 
 from wattpeft import codehash
@@ -197,6 +198,32 @@ def device_table_parts(wildcards):
     if devices.get("measure"):
         parts.append(f"{where}/measured/{PROFILE_DEVICE}.parquet")
     return parts
+
+
+def _run_family(wildcards):
+    return SimpleNamespace(family=wildcards.run.split("--")[0])
+
+
+def run_family_devices(wildcards):
+    return family_devices(_run_family(wildcards))
+
+
+def run_family_surrogate(wildcards):
+    return family_surrogate(_run_family(wildcards))
+
+
+def run_family_model_name(wildcards):
+    return family_model_name(_run_family(wildcards))
+
+
+def run_surrogate_evaluation(wildcards):
+    return f"results/surrogate/{_run_family(wildcards).family}/evaluation.parquet"
+
+
+def run_extras(wildcards):
+    """What a run's evaluation reads beside its export: its cost on the family's unseen device."""
+    family = wildcards.run.split("--")[0]
+    return {"device_cost": f"results/runs/{wildcards.run}/device_cost.json"} if "surrogate" in CFG["families"][family] else {}
 
 
 def family_extras(wildcards):

@@ -118,3 +118,26 @@ rule surrogate_evaluation:
         code=code_version("surrogate_evaluation"),
     script:
         "../../scripts/surrogate_evaluation.py"
+
+
+# An export's cost on the family's unseen device (simulated: the roofline's prediction for
+# the configuration read from the exported model); evaluation copies it into metrics.json.
+rule device_cost:
+    input:
+        unpack(run_inputs),
+        export="results/exports/{run}",
+        summary="results/runs/{run}/train_summary.json",
+        surrogate_evaluation=run_surrogate_evaluation,
+    output:
+        "results/runs/{run}/device_cost.json",
+    log:
+        "logs/devices/cost-{run}.log",
+    conda:
+        "../../envs/wattpeft.yaml"
+    params:
+        devices=run_family_devices,
+        surrogate=run_family_surrogate,
+        model_name=run_family_model_name,
+        code=code_version("device_cost"),
+    script:
+        "../../scripts/device_cost.py"

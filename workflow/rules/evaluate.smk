@@ -4,6 +4,7 @@
 rule evaluate:
     input:
         unpack(run_inputs),
+        unpack(run_extras),
         export="results/exports/{run}",
         config="results/runs/{run}/config.json",
         summary="results/runs/{run}/train_summary.json",

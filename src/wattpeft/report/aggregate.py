@@ -11,6 +11,7 @@ none.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,11 +42,14 @@ METRIC_DIRECTIONS: dict[str, str | None] = {
     "peak_power_w": MINIMIZE, "mape": MINIMIZE, "extra_memory_mb": MINIMIZE,
     "e_max_worst_ratio": MINIMIZE, "adapter_flop_share": MINIMIZE,
     "modelled_tokens_per_sample": None,  # the inputs' length: neither better nor worse
+    "hypervolume_4d": MAXIMIZE, "on_device_measurements": MINIMIZE,
 }
 # Families of metrics named by prefix (latency_p50_ms, energy_j_per_sample_net, ...).
 PREFIX_DIRECTIONS = (
     ("latency", MINIMIZE), ("energy", MINIMIZE), ("forgetting", MINIMIZE),
     ("rouge", MAXIMIZE), ("accuracy", MAXIMIZE), ("modelled", MINIMIZE),
+    ("unseen_", MINIMIZE),  # cost on a hardware-surrogate family's unseen device
+    ("surrogate_mape", MINIMIZE), ("surrogate_within", MAXIMIZE),  # its meta-surrogate's error there
 )
 # Metrics priced by an energy table (energy/table.py), not measured: they start with
 # "modelled_" (the measured ones start with "energy", which an unavailable energy source
@@ -464,11 +468,42 @@ def aggregate_family(family: str, metrics_paths: list[Path], family_cfg: dict) -
     _check_against_config(runs, {family: family_cfg})
     if not runs:
         raise MetricsFileError(f"family {family!r} is configured but no metrics.json was given for it")
+    frame = add_hypervolumes(runs, family_cfg["primary_metric"]["name"])
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_by": {"package": "wattpeft", "version": __version__},
         **family_object(family, runs, family_cfg),
+        **({"hypervolume": frame} if frame else {}),
     }
+
+
+UNSEEN_COSTS = ("unseen_energy_j", "unseen_latency_ms", "unseen_peak_power_w")
+
+
+def add_hypervolumes(runs: list[dict], primary: str) -> dict | None:
+    """Each run's 4-D hypervolume of (primary metric, -energy, -latency, -peak power) on the
+    family's unseen device, as the metric hypervolume_4d, all in one frame shared by every
+    method (report/hypervolume.py: reference and ideal from all runs' points). Returns the
+    frame, or None when no run has a cost on an unseen device."""
+    from .hypervolume import hypervolume, maximised_points, shared_bounds
+
+    costed = [run for run in runs if all(_finite(run["metrics"].get(k)) for k in (primary, *UNSEEN_COSTS))]
+    if not costed:
+        return None
+    points = {run["run_id"]: maximised_points(run["metrics"][primary], *(run["metrics"][k] for k in UNSEEN_COSTS))
+              for run in costed}
+    reference, ideal = shared_bounds(points)
+    for run in costed:
+        run["metrics"]["hypervolume_4d"] = hypervolume(points[run["run_id"]], reference, ideal)
+    sources = sorted({run.get("device_cost", {}).get("source", "unknown") for run in costed})
+    return {"axes": [primary, *UNSEEN_COSTS], "reference": reference.tolist(), "ideal": ideal.tolist(),
+            "device": _distinct(run.get("device_cost", {}).get("device") for run in costed),
+            "cost_source": sources, "runs": len(costed),
+            "note": "normalised: each axis mapped to [0, 1] between the shared reference and ideal"}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def aggregate(metrics_paths: list[Path], families_cfg: dict, headline_family: str) -> dict:

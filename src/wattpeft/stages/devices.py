@@ -123,3 +123,35 @@ def measure_configuration(s: dict[str, int], model_dir: Path, shape: ModelShape,
         "peak_power_w": result["peak_power_w_max"],
         "unavailable": "" if energy == energy else f"energy and power: {result['reason'] or meter.source}",
     }
+
+
+def run_device_cost(export_dir: Path, data_dir: Path, model_dir: Path, model_name: str, devices_cfg: dict[str, Any],
+                    surrogate_cfg: dict[str, Any], train_summary: Path, surrogate_evaluation: Path,
+                    out_path: Path) -> dict[str, Any]:
+    """An export's configuration s, read from the exported model, and its cost on the
+    family's unseen device (evaluation/device_cost.py), with the on-device measurements its
+    method used and how well the family's meta-surrogate predicts that device."""
+    from ..evaluation.device_cost import deployed_configuration, unseen_device_cost
+    from ..utils.io import read_json, write_json
+    from .common import open_run_data
+
+    _, model = open_run_data(data_dir).load_export(export_dir)
+    s = deployed_configuration(model, surrogate_cfg["seq_len"])
+    shape = model_shape(model_dir, model_name, devices_cfg.get("adapted_modules"))
+    device = surrogate_cfg["unseen_device"]
+    stats = read_json(train_summary)["method_stats"]
+    record = {"device": device, "s": s, **unseen_device_cost(device, shape, s),
+              "on_device_measurements": int(stats.get("on_device_measurements", 0)),
+              "surrogate_on_unseen": surrogate_scores(surrogate_evaluation, device)}
+    write_json(out_path, record)
+    return record
+
+
+def surrogate_scores(evaluation_path: Path, device: str) -> dict[str, dict[str, Any]]:
+    """The calibrated meta-surrogate's scores on `device`, per target (rule surrogate_evaluation)."""
+    from ..utils.io import json_safe
+
+    frame = pd.read_parquet(evaluation_path)
+    rows = frame[(frame["held_out_device"] == device) & frame["predictor"].str.startswith("meta_surrogate")]
+    keys = ("mape_pct", "within_10pct", "spearman", "n_test", "unavailable")
+    return {row["target"]: {k: json_safe(row[k]) for k in keys} for row in rows.to_dict("records")}

@@ -50,11 +50,14 @@ def run_evaluate(
     threads: int = 1,
     progress: bool = True,
     energy_table_path: Path | None = None,
+    device_cost_path: Path | None = None,
 ) -> dict[str, Any]:
     """`eval_cfg` is the run's evaluate view (run_id, role, evaluation settings): only
     these and the trained run's own files decide the result, so that changing evaluation
     settings reruns evaluation alone. `energy_table_path`: the device's J/FLOP table for the
-    modelled energy (evaluation/modelled_energy.py); without it, the documented defaults."""
+    modelled energy (evaluation/modelled_energy.py); without it, the documented defaults.
+    `device_cost_path`: the export's cost on a hardware-surrogate family's unseen device
+    (rule device_cost), copied in as unseen_* metrics."""
     import torch
 
     from ..energy.device import device_slug
@@ -99,6 +102,14 @@ def run_evaluate(
         effective_adapter_params=stats.get("effective_adapter_params"),
         achieved_budget_pct=stats.get("achieved_budget_pct"),
     )
+    device_cost = read_json(device_cost_path) if device_cost_path else None
+    if device_cost:
+        metrics.update({f"unseen_{k}": device_cost[k] for k in ("energy_j", "latency_ms", "peak_power_w")},
+                       on_device_measurements=device_cost["on_device_measurements"])
+        # The family's meta-surrogate on the unseen device (the same for every run of it).
+        for target, scores in device_cost["surrogate_on_unseen"].items():
+            metrics[f"surrogate_mape_{target}"] = scores["mape_pct"]
+            metrics[f"surrogate_within_10pct_{target}"] = scores["within_10pct"]
     record = {
         "run_id": run_cfg["run_id"],
         "group_id": run_cfg["group_id"],
@@ -138,6 +149,8 @@ def run_evaluate(
         "per_module": per_module_data(card, stats),
         "per_layer": {"gate_utilisation": modelled["gate_utilisation"]} if modelled["gate_utilisation"] else {},
     }
+    if device_cost:
+        record["device_cost"] = {k: device_cost[k] for k in ("device", "source", "reason", "s")}
     write_json(out_predictions, result["predictions"])
     write_json(out_metrics, record)
     return record

@@ -1,0 +1,56 @@
+"""What an export costs on a hardware-surrogate family's unseen device (seed 002).
+
+The configuration s of an export is read from the exported model itself, not from what its
+method says: blocks in the model, attention heads per block (rows of the query projection
+over the head size), adapter rank per adapted module (rows of each `lora_A`; 0 when the
+adapter was merged) and the weights' width. The unseen device cannot be reached from here:
+where it is a simulated device, its cost is the roofline model's (noise-free) prediction for
+s, labelled `simulated`; otherwise the cost is unavailable, with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..devices.catalogue import SIMULATED_DEVICES
+from ..methods.pruning import ATTENTION_PATHS, architecture, block_list, head_dim
+
+BITS_OF_DTYPE = {torch.float32: 32, torch.bfloat16: 16, torch.float16: 16, torch.int8: 8, torch.qint8: 8}
+
+
+def deployed_configuration(model: nn.Module, seq_len: int) -> dict[str, Any]:
+    """s of the model as exported, at the family's deployment sequence length."""
+    blocks = block_list(model)
+    query_path = ATTENTION_PATHS[architecture(model)][0]
+    heads = [_linear(block, query_path).weight.shape[0] // head_dim(model) for block in blocks]
+    ranks = [p.shape[0] for name, p in model.named_parameters() if "lora_A" in name and p.dim() == 2]
+    weight = _linear(blocks[0], query_path).weight
+    return {
+        "seq_len": int(seq_len),
+        "kept_layers": len(blocks),
+        "kept_heads": sum(heads) / len(heads) if heads else 0.0,
+        "kept_ranks": sum(ranks) / len(ranks) if ranks else 0.0,
+        "param_bits": BITS_OF_DTYPE.get(weight.dtype, 32),
+    }
+
+
+def _linear(block: nn.Module, path: str) -> nn.Module:
+    for name in path.split("."):
+        block = getattr(block, name)
+    return getattr(block, "base_layer", block)
+
+
+def unseen_device_cost(device: str, shape, s: dict[str, Any]) -> dict[str, Any]:
+    """Energy, latency and peak power of s on `device`, with their source."""
+    from ..devices.roofline import predict
+
+    if device not in SIMULATED_DEVICES:
+        reason = f"{device} is not a simulated device and cannot be reached from the evaluation job"
+        return {"source": "unavailable", "reason": reason,
+                "energy_j": math.nan, "latency_ms": math.nan, "peak_power_w": math.nan}
+    return {"source": "simulated", "reason": "roofline model of published figures (devices/roofline.py)",
+            **predict(SIMULATED_DEVICES[device], shape, s)}
