@@ -683,3 +683,95 @@ def test_spectral_table_names_a_measured_source(tmp_path):
     table = spectral_table(spectral_family(tmp_path, energy_source="nvml_counter"))
     assert "(source: nvml_counter)" in table["columns"][3]
     assert table["cells"][0][3] == "30.5 ± 0.5 mJ\nmeasured (NVML energy counter)"
+
+
+# ---------------------------------------------------------------- hardware-surrogate figures: surrogate accuracy, hardware table
+
+HARDWARE = {
+    "primary_metric": {"name": "accuracy", "direction": "maximize"},
+    "methods": {"echorda": {"role": "proposed"}, "metas_peft": {"role": "baseline"}, "lora": {"role": "baseline"}},
+}
+UNSEEN = "Jetson-Orin-NX"
+MEASUREMENTS = {"echorda": 200, "metas_peft": 5, "lora": 0}
+KEPT = {"echorda": {"seq_len": 128, "kept_layers": 4, "kept_heads": 9.5, "kept_ranks": 4.0, "param_bits": 16},
+        "metas_peft": {"seq_len": 128, "kept_layers": 6, "kept_heads": 12.0, "kept_ranks": 8.0, "param_bits": 16}}
+
+
+def hardware_cost(method: str, seed: int) -> dict:
+    scale = {"echorda": 0.5, "metas_peft": 0.7, "lora": 1.0}[method]
+    return {"unseen_energy_j": 0.2 * scale + 0.001 * seed, "unseen_latency_ms": 30.0 * scale,
+            "unseen_peak_power_w": 15.0 + scale, "on_device_measurements": MEASUREMENTS[method]}
+
+
+def surrogate_rows() -> list[dict]:
+    """Two simulated devices (the unseen one among them) and a measured one; regression_200
+    is unavailable on the measured device (too few rows)."""
+    rows = []
+    for device, source in ((UNSEEN, "simulated"), ("RTX-A6000", "simulated"), ("this-host-cpu", "measured")):
+        for p, predictor in enumerate(("meta_surrogate_5shot", "regression_5", "regression_200")):
+            for t, target in enumerate(("energy_j", "latency_ms", "peak_power_w")):
+                missing = source == "measured" and predictor == "regression_200"
+                rows.append({"held_out_device": device, "device_source": source, "predictor": predictor,
+                             "target": target, "mape_pct": None if missing else 2.0 + 40.0 * p + t,
+                             "within_10pct": None if missing else 0.9 - 0.3 * p, "spearman": None if missing else 0.95 - 0.1 * p,
+                             "n_test": 0 if missing else 100, "n_fit": 0 if missing else 5,
+                             "unavailable": "120 rows, fewer than test_rows + 200 = 300" if missing else ""})
+    return rows
+
+
+def hardware_family(root: Path) -> dict:
+    """echorda, metas_peft and lora, two seeds each, with costs on a simulated unseen device."""
+    records = []
+    for method, entry in HARDWARE["methods"].items():
+        for seed in (0, 1):
+            record = run_record("sentiment", "lora", seed, classification_metrics(0.8 + 0.01 * seed, None), "unavailable")
+            group_id = f"hw--{method}--b0.5"
+            record.update(run_id=f"{group_id}--s{seed}", group_id=group_id, family="hw", method=method, role=entry["role"],
+                          device_cost={"device": UNSEEN, "source": "simulated", "reason": "roofline", "s": KEPT.get(method)})
+            record["metrics"] |= hardware_cost(method, seed)
+            records.append(record)
+    family = aggregate_family("hw", write_records(root, records), HARDWARE)
+    for run_id, run in family["runs"].items():  # as a hardware-surrogate family's aggregate carries them
+        run["device_cost"] = next(r["device_cost"] for r in records if r["run_id"] == run_id)
+    return family | {"surrogate_evaluation": surrogate_rows()}
+
+
+def test_hardware_family_aggregates_a_simulated_hypervolume_frame(tmp_path):
+    family = hardware_family(tmp_path)
+    assert family["hypervolume"]["device"] == [UNSEEN] and family["hypervolume"]["cost_source"] == ["simulated"]
+    assert all(0.0 <= v <= 1.0 for v in family["metrics"]["hypervolume_4d"].values())
+
+
+@pytest.mark.parametrize("kind", ["surrogate_accuracy", "hardware_table"])
+def test_hardware_figures_render_and_label_simulated_costs(written, tmp_path, kind):
+    family = hardware_family(tmp_path / "runs")
+    paths = make_figure(kind, "hw", family, tmp_path / kind)
+    assert [p.read_bytes()[:4] for p in paths] == [PDF_MAGIC, PNG_MAGIC]
+    text, note = _draw(kind, "hw", family)
+    assert "no data" not in text and "SIMULATED" in text
+    if kind == "surrogate_accuracy":
+        assert "MAPE (%)" in text and "measured" in text
+        assert f"unseen {UNSEEN}, within 10% / Spearman: meta-surrogate, 5-shot 90% / 0.95" in text
+        assert "n/a [1]" in text and "[1] 120 rows, fewer than test_rows + 200 = 300" in note
+        assert "may have learnt the simulator back" in note
+    else:
+        assert "reference point: accuracy 0" in note and "SIMULATED (roofline model, not measured)" in note
+
+    empty = written[0]["families"]["sentiment"]  # no surrogate evaluation, no unseen-device cost
+    make_figure(kind, "sentiment", empty, tmp_path / f"{kind}-empty")
+    text, note = _draw(kind, "sentiment", empty)
+    assert "no data" in text and note is None
+
+
+def test_hardware_table_cells(tmp_path):
+    from wattpeft.report.hardware import hardware_table
+
+    table = hardware_table(hardware_family(tmp_path))
+    assert table["has_data"] and table["simulated"]
+    assert table["rows"] == ["echorda [proposed]", "metas_peft [baseline]", "lora [baseline]"]
+    assert all(f"on {UNSEEN}\nSIMULATED" in table["columns"][i] for i in (1, 2, 3))
+    echorda, metas, lora = table["cells"]
+    assert echorda[0] == "0.805 ± 0.005\n(n=2)" and echorda[2] == "15.0 ± 0.000"
+    assert [row[5] for row in table["cells"]] == ["200", "5", "0"]
+    assert echorda[6] == "4 layers, 9.5 heads,\nrank 4, 16-bit" and lora[6] == "unavailable"
+    assert float(echorda[4].split(" ± ")[0]) > float(lora[4].split(" ± ")[0])  # cheapest on every cost axis

@@ -9,7 +9,8 @@ and every figure names its energy source in a footer: 'estimated' and
 'simulated' energy is never passed off as measured.
 
 Shared labels, formats and "no data" sentences live in drawing.py; the spectral kinds
-(gate_utilisation, spectral_table) in spectral.py. A kind may return a note that the
+(gate_utilisation, spectral_table) in spectral.py, the hardware-surrogate kinds
+(surrogate_accuracy, hardware_table) in hardware.py. A kind may return a note that the
 footer prints above the energy source (what the data is, e.g. which energy table).
 """
 
@@ -30,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from wattpeft.report import spectral
+from wattpeft.report import hardware, spectral
 from wattpeft.report.aggregate import MAXIMIZE, MEASURED_ENERGY_SOURCES
 from wattpeft.report.drawing import (
     ENERGY_SOURCE_LABELS,
@@ -591,18 +592,25 @@ def _delta_line(ax: Axes, grid: LayerGrid, module_stats: dict, kind: str, method
 
 # A kind draws onto the figure and may return a note for the footer (what the data is).
 FigureKind = Callable[[Figure, str, dict], "str | None"]
-# draw_<kind> from this module, or from spectral.py for the spectral kinds.
-FIGURES: dict[str, FigureKind] = {
-    kind: globals().get(f"draw_{kind}") or getattr(spectral, f"draw_{kind}") for kind in FIGURE_KINDS
-}
+# draw_<kind> from this module, or from spectral.py / hardware.py for their kinds.
+KIND_MODULES = (spectral, hardware)
+
+
+def _draw_function(kind: str) -> FigureKind:
+    namespaces = (globals(), *(vars(module) for module in KIND_MODULES))
+    return next(space[f"draw_{kind}"] for space in namespaces if f"draw_{kind}" in space)
+
+
+FIGURES: dict[str, FigureKind] = {kind: _draw_function(kind) for kind in FIGURE_KINDS}
 
 
 # ---------------------------------------------------------------- saving
 
 
 def _figure_size(kind: str, family_obj: dict) -> tuple[float, float]:
-    if kind in spectral.FIGURE_SIZES:
-        return spectral.FIGURE_SIZES[kind](family_obj)
+    for module in KIND_MODULES:
+        if kind in module.FIGURE_SIZES:
+            return module.FIGURE_SIZES[kind](family_obj)
     n_groups = len(family_obj["groups"])
     if kind == "metric_table":
         return (max(7.0, 2.0 + 2.2 * n_groups), 1.0 + 0.25 * (len(family_obj["summary"]) + 3))
