@@ -453,7 +453,8 @@ def _run_provenance(run: dict) -> dict:
             "hardware", "energy_source", "mode")
     record = {key: run[key] for key in keys}
     for optional in ("energy_reason", "energy_flags", "energy_windows", "budget_achieved_pct",
-                     "model", "dataset", "task", "n_test", "per_module", "per_layer", "energy_table"):
+                     "model", "dataset", "task", "n_test", "per_module", "per_layer", "energy_table",
+                     "device_cost"):
         record[optional] = run.get(optional)
     record["metrics_file"] = run["_path"]
     return record

@@ -130,3 +130,16 @@ def no_data(fig: Figure, title: str, message: str) -> None:
     message_axes(ax, message)
     ax.axis("off")  # a sentence, not an empty plot
     set_title(ax, title)
+
+
+def cell_table(fig: Figure, data: dict) -> Axes:
+    """The table {rows, columns, cells} filling one bare axes, header row shaded."""
+    ax = fig.add_subplot()
+    ax.axis("off")
+    table = ax.table(cellText=data["cells"], rowLabels=data["rows"], colLabels=data["columns"],
+                     bbox=(0.0, 0.0, 1.0, 1.0), cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    for col in range(len(data["columns"])):
+        table[0, col].set_facecolor("#eeeeee")
+    return ax

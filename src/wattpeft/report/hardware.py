@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 
 from wattpeft.report.aggregate import MAXIMIZE, UNSEEN_COSTS
 from wattpeft.report.drawing import (
+    cell_table,
     UNAVAILABLE,
     budget_text,
     budgets_in_order,
@@ -301,19 +302,6 @@ def reference_note(family_obj: dict) -> str:
             f"{cost_source_text(family_obj)}")
 
 
-def _cell_table(fig: Figure, data: dict) -> Axes:
-    """The table {rows, columns, cells} filling one bare axes, header row shaded."""
-    ax = fig.add_subplot()
-    ax.axis("off")
-    table = ax.table(cellText=data["cells"], rowLabels=data["rows"], colLabels=data["columns"],
-                     bbox=(0.0, 0.0, 1.0, 1.0), cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7.5)
-    for col in range(len(data["columns"])):
-        table[0, col].set_facecolor("#eeeeee")
-    return ax
-
-
 def draw_hardware_table(fig: Figure, family: str, family_obj: dict) -> str | None:
     """Per group: primary metric, cost on the unseen device, hypervolume_4d, on-device
     measurements and the kept configuration."""
@@ -323,7 +311,7 @@ def draw_hardware_table(fig: Figure, family: str, family_obj: dict) -> str | Non
         no_data(fig, title, f"no data: no run in family {family} has a cost on an unseen device\n"
                             f"(none of {', '.join(UNSEEN_COSTS)})")
         return None
-    ax = _cell_table(fig, data)
+    ax = cell_table(fig, data)
     set_title(ax, f"{title}\nmean ± s.e. over seeds; cost source: {cost_source_text(family_obj)}",
               width=int(11 * fig.get_figwidth()))
     return reference_note(family_obj)

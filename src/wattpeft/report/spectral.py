@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from wattpeft.report.aggregate import MAXIMIZE, combined_energy_source, energy_table_source
 from wattpeft.report.drawing import (
+    cell_table,
     UNAVAILABLE,
     budget_text,
     budgets_in_order,
@@ -233,15 +234,7 @@ def draw_spectral_table(fig: Figure, family: str, family_obj: dict) -> str | Non
         no_data(fig, title, f"no data: no run in family {family} reports modelled energy or gate "
                             f"controllers\n(none of {', '.join(SPECTRAL_METRICS)})")
         return None
-    ax = fig.add_subplot()
-    ax.axis("off")
-    table = ax.table(cellText=data["cells"], rowLabels=data["rows"], colLabels=data["columns"],
-                     bbox=(0.0, 0.0, 1.0, 1.0), cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7.5)
-    for (row, _), cell in table.get_celld().items():
-        if row == 0:
-            cell.set_facecolor("#eeeeee")
+    ax = cell_table(fig, data)
     set_title(ax, f"{title}\nmean ± s.e. over seeds; modelled = priced by the energy table "
                   f"({data['table_source'] or 'none recorded'}), not measured",
               width=int(11 * fig.get_figwidth()))
