@@ -50,9 +50,12 @@ def run_cfg(**training) -> dict:
 
 def make_method(name, params=None, budget=5.0, total_steps=12, inputs=None):
     """`name` for classification; `inputs` None: what its registry entry asks of other runs
-    (`required_inputs`)."""
-    return get_method(name)(default_params(name) if params is None else params,
-                            budget, "classification", total_steps,
+    (`required_inputs`). A method with a device table gets its target device unless `params`
+    names one (the deployment setting, like an input)."""
+    params = default_params(name) if params is None else params
+    if "device_table" in entry(name).needs and isinstance(params, dict):
+        params = {"target_device": TARGET_DEVICE, **params}
+    return get_method(name)(params, budget, "classification", total_steps,
                             required_inputs(name) if inputs is None else inputs)
 
 
@@ -67,9 +70,65 @@ def default_params(name) -> dict:
 def required_inputs(name) -> dict:
     """The `inputs` a method's registry entry asks for: {"runs": {m: train summary}} for each
     method in `after` (trained here, two steps on the tiny BERT, like the stage's summary:
-    {"validation": the last validation record}). The energy table is left to its defaults."""
-    after = entry(name).after
-    return {"runs": {m: reference_summary(m) for m in after}} if after else {}
+    {"validation": the last validation record}); "device_table": `device_table()`;
+    "surrogate": `surrogate()`. The energy table is left to its defaults."""
+    needs = entry(name).needs
+    inputs = {"runs": {m: reference_summary(m) for m in entry(name).after}} if entry(name).after else {}
+    if "device_table" in needs:
+        inputs["device_table"] = device_table()
+    if "surrogate" in needs:
+        inputs["surrogate"] = surrogate()
+    return inputs
+
+
+# ---------------------------------------------------------------- the hardware-surrogate family's inputs
+
+TARGET_DEVICE = "Raspberry-Pi-4"  # the surrogate's unseen device, calibrated on 5 of its rows
+TABLE_DEVICES = (TARGET_DEVICE, "Jetson-Orin-NX", "MacBook-M2")
+TINY_GRID = {"seq_len": [8, 16, 32, 64, 128, 256], "kept_layers": [1, "all"], "kept_heads": [1, "all"],
+             "kept_ranks": [0, 1, 2, 4, 8], "param_bits": [8, 16]}  # 240 rows per device
+
+
+def tiny_bert_shape():
+    from wattpeft.devices.roofline import ModelShape
+
+    return ModelShape.from_hf_config(tiny_bert().config.to_dict(), name="tiny-bert", lora_targets=["query", "value"])
+
+
+def device_table():
+    """Three simulated devices' roofline rows for the tiny BERT (seeded, noisy), as the
+    family's device table (inputs["device_table"])."""
+    return _device_table().copy()
+
+
+@functools.cache
+def _device_table():
+    import pandas as pd
+
+    from wattpeft.devices.grid import configuration_grid
+    from wattpeft.devices.roofline import SIMULATED_DEVICES, simulate
+
+    shape = tiny_bert_shape()
+    grid = configuration_grid(shape, TINY_GRID)
+    return pd.concat([simulate(SIMULATED_DEVICES[name], shape, grid, seed=0) for name in TABLE_DEVICES],
+                     ignore_index=True)
+
+
+@functools.cache
+def surrogate():
+    """(meta-surrogate, calibration) as the store loads them (inputs["surrogate"]): trained a
+    few steps on every device but TARGET_DEVICE, calibrated on 5 of TARGET_DEVICE's rows."""
+    from wattpeft.surrogate.calibration import fit_calibration
+    from wattpeft.surrogate.train import log_targets, train_surrogate
+
+    table = _device_table()
+    seen, unseen = table[table["device"] != TARGET_DEVICE], table[table["device"] == TARGET_DEVICE]
+    model = train_surrogate(seen, {**tiny_bert_shape().totals(), "kept_ranks": 8},
+                            {"steps": 30, "rows_per_device": 32, "progress": False})
+    shots = unseen.iloc[:5]
+    with torch.no_grad():
+        logs = model(model.features(shots), model.tag(None, len(shots)))
+    return model, fit_calibration(logs, log_targets(shots))
 
 
 def reference_summary(name) -> dict:

@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from helpers import collate, make_method, make_run, run_cfg, separable_rows, tiny_bert, trainable
+from helpers import collate, default_params, make_method, make_run, run_cfg, separable_rows, tiny_bert, trainable
 from wattpeft.data.loading import make_collator
 from wattpeft.evaluation.evaluate import evaluate_model
 from wattpeft.methods import get_method, load_export, method_config, method_names
 from wattpeft.methods.base import TASK_HEADS, count_params
+from wattpeft.methods.gated_lora import GATES_NAME as LORA_GATES_NAME
+from wattpeft.methods.gated_lora import GatedLoraMethod
 from wattpeft.methods.spectral import GATES_NAME
 from wattpeft.methods.spectral_method import SpectralMethod
 from wattpeft.methods.budget import BudgetError, Target, allocate, spread_order
@@ -26,7 +28,7 @@ from wattpeft.training.checkpoint import latest_checkpoint
 from wattpeft.training.validation import validation_metrics
 
 METHODS = method_names()
-GATED = {name for name in METHODS if issubclass(get_method(name), SpectralMethod)}
+GATED = {name for name in METHODS if issubclass(get_method(name), (SpectralMethod, GatedLoraMethod))}
 STATS_KEYS = {
     "budget_pct", "achieved_budget_pct", "adapter_params", "effective_adapter_params",
     "trainable_params", "backbone_params", "rank", "rank_rule",
@@ -50,7 +52,7 @@ def is_head(name):
 
 
 def is_controller(name):
-    return GATES_NAME in name.split(".")
+    return bool({GATES_NAME, LORA_GATES_NAME} & set(name.split(".")))
 
 
 def fresh_head_backbone():
@@ -395,6 +397,7 @@ def test_a_roberta_head_is_not_a_target(name):
     model = RobertaForSequenceClassification(RobertaConfig(
         vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=40, num_labels=2))
-    method = make_method(name, budget=5.0)
+    # Every linear layer of a block (the default of most methods; gated LoRA's is q and v).
+    method = make_method(name, {**default_params(name), "target_modules": ["query", "key", "value", "dense"]})
     method.attach(model)  # raises if peft built other parameters than the rule counted
     assert method.stats["n_target_modules"] == 2 * 6  # q, k, v, attention/intermediate/output dense

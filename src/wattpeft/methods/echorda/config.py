@@ -1,0 +1,12 @@
+"""echorda's parameters (gated_config.py). Torch-free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..gated_config import RegressionConfig
+
+
+@dataclass(frozen=True)
+class Config(RegressionConfig):
+    pass
