@@ -13,6 +13,7 @@ from transformers import BertConfig, BertForSequenceClassification, LlamaConfig,
 from helpers import (TARGET_DEVICE, collate, device_table, make_method, make_run, required_inputs, run_cfg,
                      separable_rows, surrogate)
 from wattpeft.data.loading import make_collator
+from wattpeft.evaluation.device_cost import deployed_configuration
 from wattpeft.methods import get_method, load_export
 from wattpeft.methods.base import count_params
 from wattpeft.methods.gated_lora import GATES_NAME, GatedLoraLinear, NoHeads, base_linear
@@ -245,11 +246,15 @@ def test_hardening_a_bert_removes_layers_heads_and_ranks(tmp_path):
     assert attention.output.dense.weight.shape == (32, 16) and attention.self.num_attention_heads == 2
     assert isinstance(layers[2].attention.self, NoHeads) and layers[2].attention.output.dense.weight.shape == (32, 0)
     ranks = {name: m.rank for name, m in lora_modules(hardened).items()}
-    assert "bert.encoder.layer.0.attention.self.query" not in ranks  # every rank of module 0 closed
+    assert ranks["bert.encoder.layer.0.attention.self.query"] == 0  # every rank of module 0 closed
     for name, module in lora_modules(hardened).items():
         assert module.lora_A.shape[0] == module.lora_B.shape[1] == module.rank <= 4
     card = check_export(method, "echorda", hardened, batch, "classification", tmp_path)
     assert card["heads_per_layer"] == [2, 4, 0] and card["layer_scales"][1] == pytest.approx(0.647, abs=1e-3)
+    # What the device-cost stage reads from the export is the configuration the method reports.
+    hard = method.gate_stats()["hard_kept"]
+    deployed = deployed_configuration(load_export(tmp_path, "classification", ["neg", "pos"]), 128)
+    assert {k: deployed[k] for k in hard} == pytest.approx(hard)
 
 
 @pytest.mark.parametrize("name", ["digase", "echorda"])

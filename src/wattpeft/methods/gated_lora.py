@@ -25,11 +25,13 @@ configuration counts the same way with the kept gates (0/1) in place of P(open).
 Loss: task + l0_weight x (expected open gates / gates) + the method's cost of s
 (`FlopsCost`, `RegressionEnergyCost`, `SurrogateCost`), each part logged under its name.
 
-Hardening (kept iff the deterministic gate is > 0, hard_concrete.py) removes what is closed:
-closed layers leave the layer list (config.num_hidden_layers follows, `layer_idx`
-renumbered), closed heads are sliced out of q/k/v rows and the output projection's columns
-(a layer with no head left computes only the projection's bias), closed ranks out of A and
-B. Kept gates are folded in: heads into the output projection's columns, ranks into B's
+Hardening (kept iff the deterministic gate is > 0, hard_concrete.py) removes what is closed,
+through methods/pruning.py where the base weights are cut: closed layers leave the layer list
+(config.num_hidden_layers follows, `layer_idx` renumbered), closed heads are sliced out of
+q/k/v rows and the output projection's columns, LoRA's B rows and A columns with them (a
+layer with no head left computes only the projection's bias), closed ranks out of A and B (a
+module with none left keeps an empty adapter: rank 0, counted so in kept_ranks). Kept gates
+are folded in: heads into the output projection's columns, ranks into B's
 columns, and a kept layer's value, when below 1, stays as a per-layer scalar. The hardened
 model computes what the gated model computes in eval mode. LoRA stays unmerged (the cost
 model counts kept ranks); the export is the model's config, its weights and the layout
@@ -51,8 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ARCH_OF_MODEL_TYPE, AdapterMethod, count_params, target_linears
+from .base import AdapterMethod, count_params, target_linears
 from .hard_concrete import HardConcreteGate
+from .pruning import ATTENTION_PATHS, architecture, block_list, head_dim, remove_heads, remove_layers
 from .spectral_method import config_params, task_head
 
 GATES_NAME = "gated_lora_gates"  # where the GateBank hangs in the model
@@ -71,8 +74,8 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class Anatomy:
-    """Where the parts gating needs live in a BERT- or Llama-style model; paths inside one
-    block are relative to the block."""
+    """Where the parts gating needs live in a BERT- or Llama-style model (pruning.py's paths;
+    paths inside one block are relative to the block)."""
 
     arch: str
     layers: str  # dotted path of the ModuleList of blocks
@@ -91,34 +94,15 @@ class Anatomy:
         return int(match.group(1)) if match else -1
 
 
-ANATOMY = {
-    "bert": {"layers": "encoder.layer", "core": "attention.self", "out": "attention.output.dense",
-             "qkv": ("attention.self.query", "attention.self.key", "attention.self.value")},
-    "llama": {"layers": "layers", "core": "self_attn", "out": "self_attn.o_proj",
-              "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")},
-}
-
-
-def arch_of(model: nn.Module) -> str:
-    model_type = getattr(model.config, "model_type", None)
-    arch = ARCH_OF_MODEL_TYPE.get(model_type)
-    if arch is None:
-        raise ValueError(f"gated LoRA: model_type {model_type!r} is neither BERT- nor Llama-style "
-                         f"({sorted(ARCH_OF_MODEL_TYPE)})")
-    return arch
+CORE = {"bert": "attention.self", "llama": "self_attn"}  # the module that holds q, k, v
 
 
 def anatomy(model: nn.Module) -> Anatomy:
-    arch = arch_of(model)
-    parts = ANATOMY[arch]
-    found = [name for name, module in model.named_modules()
-             if isinstance(module, nn.ModuleList) and (name == parts["layers"] or name.endswith(f".{parts['layers']}"))]
-    if len(found) != 1:
-        raise ValueError(f"gated LoRA: expected one block list '*{parts['layers']}' in the {arch} model, found {found}")
-    config = model.config
-    heads = int(config.num_attention_heads)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-    return Anatomy(arch, found[0], parts["core"], parts["qkv"], parts["out"], heads, head_dim)
+    arch = architecture(model)
+    blocks = block_list(model)
+    layers = next(name for name, module in model.named_modules() if module is blocks)
+    *qkv, out = ATTENTION_PATHS[arch]
+    return Anatomy(arch, layers, CORE[arch], tuple(qkv), out, int(model.config.num_attention_heads), head_dim(model))
 
 
 def refuse_grouped_query(model: nn.Module, method: str) -> None:
@@ -246,17 +230,21 @@ class GatedLoraLinear(nn.Module):
 
 
 class NoHeads(nn.Module):
-    """An attention block whose heads were all removed: its output projection sees an empty
-    context, so the block adds the projection's bias (zeros without one)."""
+    """An attention block whose heads were all removed. It keeps its (now empty) projections
+    under their own names, so that paths and state-dict keys stay those of the block, and
+    returns the output projection of an empty context when it holds one (Llama's `o_proj`;
+    BERT's lies outside, in `attention.output`): the block adds that projection's bias."""
 
-    def __init__(self, o_proj: nn.Module | None = None):
+    def __init__(self, core: nn.Module, out: str | None):
         super().__init__()
-        if o_proj is not None:
-            self.o_proj = o_proj
+        for name, child in core.named_children():
+            if isinstance(child, (nn.Linear, GatedLoraLinear)):
+                self.add_module(name, child)
+        self.out = out
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
         context = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
-        return (self.o_proj(context) if hasattr(self, "o_proj") else context), None
+        return (self.get_submodule(self.out)(context) if self.out else context), None
 
 
 # ---------------------------------------------------------------- hooks
@@ -296,90 +284,37 @@ def refresh_hook(bank: GateBank):
     return hook
 
 
-# ---------------------------------------------------------------- surgery
+# ---------------------------------------------------------------- surgery (pruning.py, plus LoRA)
 
 
 def base_linear(module: nn.Module) -> nn.Linear:
     return module.base_layer if isinstance(module, GatedLoraLinear) else module
 
 
-def new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    """An nn.Linear holding (copies of) `weight` and `bias`, frozen; no initialisation is run
-    (a layer may have no input column left)."""
-    linear = nn.Linear.__new__(nn.Linear)
-    nn.Module.__init__(linear)
-    linear.out_features, linear.in_features = weight.shape
-    linear.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-    linear.register_parameter("bias", None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False))
-    return linear
-
-
-def slice_rows(parent: nn.Module, path: str, rows: torch.Tensor) -> None:
-    """Keep the output rows `rows` of the linear layer (or LoRA wrapper) at `path`."""
-    module = parent.get_submodule(path)
-    linear = base_linear(module)
-    sliced = new_linear(linear.weight[rows], None if linear.bias is None else linear.bias[rows])
-    if isinstance(module, GatedLoraLinear):
-        module.base_layer = sliced
-        module.lora_B = nn.Parameter(module.lora_B.detach()[rows].clone(), requires_grad=False)
-    else:
-        parent.set_submodule(path, sliced)
-
-
-def slice_columns(parent: nn.Module, path: str, columns: torch.Tensor, scale: torch.Tensor | None = None) -> None:
-    """Keep the input columns `columns` of the layer at `path`, each first multiplied by `scale`
-    (a gate folded into the weights that read it: the base weight and LoRA's A)."""
-    module = parent.get_submodule(path)
-    linear = base_linear(module)
-    factor = torch.ones(linear.in_features, device=linear.weight.device) if scale is None else scale
-    factor = factor.to(linear.weight.dtype)
-    sliced = new_linear((linear.weight * factor)[:, columns], linear.bias)
-    if isinstance(module, GatedLoraLinear):
-        module.base_layer = sliced
-        module.lora_A = nn.Parameter((module.lora_A.detach() * factor)[:, columns].clone(), requires_grad=False)
-    else:
-        parent.set_submodule(path, sliced)
-
-
-def prune_heads(layer: nn.Module, anat: Anatomy, keep: torch.Tensor, scale: torch.Tensor | None = None) -> None:
-    """Remove the heads of one block not in `keep` (bool, heads), folding `scale` (per head)
-    into the output projection's columns first."""
+def prune_heads(model: nn.Module, block: nn.Module, anat: Anatomy, keep: torch.Tensor,
+                scale: torch.Tensor | None = None) -> None:
+    """Remove the heads of `block` not in `keep` (bool, per head): pruning.remove_heads cuts the
+    base weights (folding `scale`, per head, into the output projection's columns); the LoRA
+    paths follow (B's rows of adapted q/k/v, A's columns of an adapted output projection). A
+    block left without a head gets `NoHeads` in place of its attention core."""
     keep = keep.to("cpu")
-    heads = torch.nonzero(keep).flatten()
-    offsets = torch.arange(anat.head_dim)
-    columns = (heads[:, None] * anat.head_dim + offsets).flatten()
-    device = base_linear(layer.get_submodule(anat.out)).weight.device
-    per_column = None if scale is None else scale.to(device).repeat_interleave(anat.head_dim)
-    slice_columns(layer, anat.out, columns.to(device), per_column)
-    if len(heads) == 0:
-        out = layer.get_submodule(anat.out) if anat.arch == "llama" else None
-        layer.set_submodule(anat.core, NoHeads(out))
-        return
-    for path in anat.qkv:
-        slice_rows(layer, path, columns.to(device))
-    core = layer.get_submodule(anat.core)
-    for attribute, value in (("num_attention_heads", len(heads)), ("num_heads", len(heads)),
-                             ("num_key_value_heads", len(heads)),
-                             ("all_head_size", len(heads) * anat.head_dim)):
-        if hasattr(core, attribute):
-            setattr(core, attribute, value)
-
-
-def keep_layers(model: nn.Module, anat: Anatomy, kept: list[int]) -> None:
-    """Keep the blocks `kept` (indices, in order), renumbering their `layer_idx` (the KV cache's
-    slot) and the configuration's layer count."""
-    layers = anat.layer_list(model)
-    blocks = [layers[i] for i in kept]
-    model.set_submodule(anat.layers, nn.ModuleList(blocks))
-    for new_index, block in enumerate(blocks):
-        for module in block.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = new_index
-    config = model.config
-    layer_types = getattr(config, "layer_types", None)
-    if isinstance(layer_types, list) and len(layer_types) == config.num_hidden_layers:
-        config.layer_types = [layer_types[i] for i in kept]
-    config.num_hidden_layers = len(blocks)
+    heads = torch.nonzero(keep).flatten().tolist()
+    remove_heads(model, block, heads, None if scale is None else scale.to("cpu")[keep])
+    rows = (torch.tensor(heads, dtype=torch.long)[:, None] * anat.head_dim + torch.arange(anat.head_dim)).flatten()
+    with torch.no_grad():
+        for path in anat.qkv:
+            module = block.get_submodule(path)
+            if isinstance(module, GatedLoraLinear):
+                module.lora_B = nn.Parameter(module.lora_B[rows.to(module.lora_B.device)].clone(), requires_grad=False)
+        out = block.get_submodule(anat.out)
+        if isinstance(out, GatedLoraLinear):
+            factor = torch.ones(len(keep)) if scale is None else scale.to("cpu")
+            columns = factor.repeat_interleave(anat.head_dim).to(out.lora_A)
+            out.lora_A = nn.Parameter((out.lora_A * columns)[:, rows.to(out.lora_A.device)].clone(), requires_grad=False)
+    if not heads:
+        core = block.get_submodule(anat.core)
+        inside = anat.out.removeprefix(f"{anat.core}.")
+        block.set_submodule(anat.core, NoHeads(core, inside if inside != anat.out else None))
 
 
 def add_layer_scales(model: nn.Module, anat: Anatomy, scales: list[float]) -> list[Any]:
@@ -389,8 +324,7 @@ def add_layer_scales(model: nn.Module, anat: Anatomy, scales: list[float]) -> li
 
 
 def heads_per_layer(model: nn.Module, anat: Anatomy) -> list[int]:
-    return [0 if isinstance(block.get_submodule(anat.core), NoHeads)
-            else base_linear(block.get_submodule(anat.qkv[0])).out_features // anat.head_dim
+    return [base_linear(block.get_submodule(anat.qkv[0])).out_features // anat.head_dim
             for block in anat.layer_list(model)]
 
 
@@ -556,7 +490,7 @@ class GatedLoraMethod(AdapterMethod):
         raise NotImplementedError
 
     def target_names(self, model: nn.Module) -> list[str]:
-        return list(self.config.target_modules or DEFAULT_TARGETS[arch_of(model)])
+        return list(self.config.target_modules or DEFAULT_TARGETS[architecture(model)])
 
     # ---------------------------------------------------------------- attach
     def attach(self, model: nn.Module) -> nn.Module:
@@ -693,10 +627,7 @@ class GatedLoraMethod(AdapterMethod):
         ranks = values["ranks"] * bank.rank_valid
         for name, module in self.modules.items():
             z = ranks[module.index, : module.rank]
-            kept = torch.nonzero(z > 0).flatten()
-            if len(kept) == 0:
-                model.set_submodule(name, module.base_layer)
-                continue
+            kept = torch.nonzero(z > 0).flatten()  # none kept: rank 0, an adapted module with no rank
             hardened = GatedLoraLinear(module.base_layer, len(kept), module.scaling)
             hardened.lora_A = nn.Parameter(module.lora_A.detach()[kept].clone())
             hardened.lora_B = nn.Parameter((module.lora_B.detach() * z.to(module.lora_B.dtype))[:, kept].clone())
@@ -707,8 +638,8 @@ class GatedLoraMethod(AdapterMethod):
         if "heads" in values:
             for index in kept_layers:
                 gate = values["heads"][index]
-                prune_heads(anat.layer_list(model)[index], anat, gate > 0, gate)
-        keep_layers(model, anat, kept_layers)
+                prune_heads(model, anat.layer_list(model)[index], anat, gate > 0, gate)
+        remove_layers(model, kept_layers)
         self.layer_scales = [float(values["layers"][i]) for i in kept_layers]
         add_layer_scales(model, anat, self.layer_scales)
         model.requires_grad_(False)
@@ -741,7 +672,7 @@ class GatedLoraMethod(AdapterMethod):
         anat = anatomy(model)
         for block, heads in zip(anat.layer_list(model), layout["heads_per_layer"]):
             if heads < anat.heads:
-                prune_heads(block, anat, torch.arange(anat.heads) < heads)
+                prune_heads(model, block, anat, torch.arange(anat.heads) < heads)
         for name, spec in layout["lora"].items():
             base = model.get_submodule(name)
             model.set_submodule(name, GatedLoraLinear(base, spec["rank"], spec["scaling"]))
@@ -782,6 +713,6 @@ def adapted_modules(method: AdapterMethod, model: nn.Module) -> list[tuple[str, 
     return [(name, m.in_features, m.out_features) for name, m in target_linears(model, method.target_names(model))]
 
 
-__all__ = ["ANATOMY", "Anatomy", "FlopsCost", "GATES_NAME", "GateBank", "GatedLoraLinear", "GatedLoraMethod",
+__all__ = ["Anatomy", "FlopsCost", "GATES_NAME", "GateBank", "GatedLoraLinear", "GatedLoraMethod",
            "NoHeads", "RegressionEnergyCost", "SurrogateCost", "adapted_modules", "anatomy", "base_linear", "kept_counts",
            "model_shape", "prune_heads"]
