@@ -208,7 +208,8 @@ def set_gates(method, layers, heads=None):
         bank.layers.log_alpha.copy_(torch.tensor(layers))
         if heads is not None:
             bank.heads.log_alpha.copy_(torch.tensor(heads))
-        bank.ranks.log_alpha.copy_(torch.randn(bank.ranks.log_alpha.shape, generator=torch.Generator().manual_seed(0)) * 3)
+        draws = torch.randn(bank.ranks.log_alpha.shape, generator=torch.Generator().manual_seed(0))
+        bank.ranks.log_alpha.copy_(draws * 3)
         bank.ranks.log_alpha[0] = -5.0
 
 

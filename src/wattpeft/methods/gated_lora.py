@@ -310,7 +310,8 @@ def prune_heads(model: nn.Module, block: nn.Module, anat: Anatomy, keep: torch.T
         if isinstance(out, GatedLoraLinear):
             factor = torch.ones(len(keep)) if scale is None else scale.to("cpu")
             columns = factor.repeat_interleave(anat.head_dim).to(out.lora_A)
-            out.lora_A = nn.Parameter((out.lora_A * columns)[:, rows.to(out.lora_A.device)].clone(), requires_grad=False)
+            scaled = (out.lora_A * columns)[:, rows.to(out.lora_A.device)]
+            out.lora_A = nn.Parameter(scaled.clone(), requires_grad=False)
     if not heads:
         core = block.get_submodule(anat.core)
         inside = anat.out.removeprefix(f"{anat.core}.")
@@ -714,5 +715,6 @@ def adapted_modules(method: AdapterMethod, model: nn.Module) -> list[tuple[str, 
 
 
 __all__ = ["Anatomy", "FlopsCost", "GATES_NAME", "GateBank", "GatedLoraLinear", "GatedLoraMethod",
-           "NoHeads", "RegressionEnergyCost", "SurrogateCost", "adapted_modules", "anatomy", "base_linear", "kept_counts",
+           "NoHeads", "RegressionEnergyCost", "SurrogateCost", "adapted_modules", "anatomy", "base_linear",
+           "kept_counts",
            "model_shape", "prune_heads"]
