@@ -5,12 +5,17 @@
 # No systemd and no slurmdbd: the profile polls with squeue (sacct needs accounting).
 # The node declares more CPUs and memory than this machine has (config_overrides), so that
 # jobs ask for exactly what profiles/slurm states; the test runs only light rules.
-# Exit 3: this machine cannot run SLURM (not root, no apt-get, or the install failed).
+# Exit 3: this machine cannot run SLURM (not root, no apt-get, the install failed, or a
+# slurm.conf that this script did not write exists: a real cluster's is never touched).
+# `stop` also removes the slurm.conf it wrote: with SLURM's client installed and its
+# controller down, every Snakemake start would wait ~9 s (the SLURM executor plugin probes
+# `scontrol show config` when it is imported).
 set -euo pipefail
 
 RUN=/run/slurm
 CONF=/etc/slurm/slurm.conf
 PIDS=("$RUN/slurmd.pid" "$RUN/slurmctld.pid" /run/munge/munged.pid)
+CLUSTER_NAME=wattpeft-ci
 NODE_CPUS=${SLURM_TEST_CPUS:-16}
 NODE_MEM_MB=${SLURM_TEST_MEM_MB:-128000}
 
@@ -27,13 +32,16 @@ install() {
     >/tmp/slurm_cluster_install.log 2>&1 || cannot "apt-get install failed (log: /tmp/slurm_cluster_install.log)"
 }
 
+ours() { grep -q "^ClusterName=$CLUSTER_NAME$" "$CONF" 2>/dev/null; }
+
 write_conf() {
   local host
   host=$(hostname -s)
+  if [ -e "$CONF" ] && ! ours; then cannot "$CONF exists and was not written by this script"; fi
   mkdir -p /etc/slurm "$RUN" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
   chown slurm:slurm "$RUN" /var/spool/slurmctld /var/log/slurm
   cat >"$CONF" <<EOF
-ClusterName=wattpeft-ci
+ClusterName=$CLUSTER_NAME
 SlurmctldHost=${host}(127.0.0.1)
 SlurmUser=slurm
 SlurmdUser=root
@@ -90,6 +98,6 @@ stop_daemons() {
 
 case "${1:-}" in
   start) start ;;
-  stop) stop_daemons; echo "slurm_cluster: stopped" ;;
+  stop) stop_daemons; if ours; then rm -f "$CONF"; fi; echo "slurm_cluster: stopped" ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

@@ -290,6 +290,17 @@ def test_a_method_can_override_training_settings_for_its_runs_only(raw):
     assert "families.fwlora_rt.methods.adalora.training.learning_rat (unknown key)" in _error(raw)
 
 
+def _planned_counts(config: str, tmp_path: Path) -> dict[str, str]:
+    """Jobs per rule that a dry run of configs/<config> plans in an empty folder."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(ROOT / "configs" / config),
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+
+
 def test_the_seed_000_config_validates_and_plans_hest_after_tabs(tmp_path):
     """configs/seed000.yaml (Llama-2-7B-chat on CNN/DailyMail, needs a hub): it validates,
     carries the seed's R, k and E_max ratio, and a dry run plans 7 methods x 3 seeds with
@@ -315,11 +326,34 @@ def test_the_seed_004_config_validates_and_plans_every_run(tmp_path):
     cfg = load_config(ROOT / "configs" / "seed004.yaml")
     assert len(list(iter_runs(cfg))) == 54
     assert {c["seed"] for fam in cfg["families"].values() for c in fam["claims"]} == {"004"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(ROOT / "configs" / "seed004.yaml"),
-         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
-    assert counts.get("finetune") == "54" and counts.get("profile") == "54", proc.stdout[-2000:]
+    counts = _planned_counts("seed004.yaml", tmp_path)
+    assert counts.get("finetune") == "54" and counts.get("profile") == "54", counts
+
+
+def test_the_seed_002_config_validates_and_plans_the_device_table_and_surrogate(tmp_path):
+    """configs/seed002.yaml (Llama-2-7B on SST-2, needs a hub): it validates, carries the
+    seed's budgets on the unseen Pixel-8, and a dry run plans every device's rows, the
+    surrogate MetaS-PEFT trains through, its evaluation and each export's cost."""
+    cfg = load_config(ROOT / "configs" / "seed002.yaml")
+    fam = cfg["families"]["hwgate_llama2"]
+    meta = fam["methods"]["metas_peft"]
+    assert (meta["energy_budget_j"], meta["latency_budget_ms"], meta["power_budget_w"]) == (6.0, 80.0, 11.0)
+    assert fam["surrogate"]["unseen_device"] == "Pixel-8-TPU" and fam["methods"]["echorda"]["n_measurements"] == 200
+    assert len(list(iter_runs(cfg))) == 12
+    counts = _planned_counts("seed002.yaml", tmp_path)
+    expected = {"device_simulate": "6", "device_measure": "1", "device_table": "1", "surrogate": "1",
+                "surrogate_evaluation": "1", "finetune": "12", "device_cost": "12"}
+    assert {rule: counts.get(rule) for rule in expected} == expected, counts
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda fam: fam["devices"]["simulate"].append("Pixel-9"), "devices.simulate: unknown device(s) ['Pixel-9']"),
+    (lambda fam: fam["devices"].update({"import": {"lab-jetson": "missing/jetson.csv"}}),
+     "devices.import.lab-jetson.path: CSV 'missing/jetson.csv' does not exist"),
+    (lambda fam: fam["surrogate"].update(unseen_device="Pixel-9"), "surrogate.unseen_device: 'Pixel-9' is not among"),
+    (lambda fam: fam["surrogate"]["training"].update(stepz=3), "surrogate.training.stepz: unknown key"),
+    (lambda fam: fam.pop("devices"), "surrogate: needs a devices section"),
+])
+def test_a_bad_hardware_family_is_refused_before_any_job(raw, edit, message):
+    edit(raw["families"]["hwgate"])
+    assert message in _error(raw)

@@ -64,3 +64,10 @@ def test_a_local_run_keeps_its_defaults():
         expected = 2 if rule in MEASURING else 2 if rule == "model_asset" else 1
         assert threads == expected, f"{rule}: {threads} threads"
     assert MEASURING <= {rule for rule, _, _ in jobs}
+
+
+def test_commands_without_cores_still_parse():
+    """--unlock, --report and --list give no --cores: the rules' local defaults must not need it."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "profile" in proc.stdout.split()

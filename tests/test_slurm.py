@@ -32,6 +32,9 @@ def cluster():
     assert started.returncode == 0, f"{CLUSTER} start failed:\n{started.stdout}\n{started.stderr}"
     yield
     subprocess.run([str(CLUSTER), "stop"], capture_output=True, text=True)
+    # Left configured with its controller down, SLURM would make every later Snakemake
+    # start wait ~9 s (the executor plugin probes `scontrol show config` on import).
+    assert not Path("/etc/slurm/slurm.conf").exists(), "the cluster's slurm.conf was left behind"
 
 
 def repository_copy(tmp_path: Path) -> Path:

@@ -278,3 +278,33 @@ def test_editing_a_claim_reruns_the_claims_table_only(workdir):
     cfg["families"]["sentiment"]["claims"][0]["tolerance"] = 0.05
     (workdir / "claim.yaml").write_text(yaml.safe_dump(cfg))
     assert {rule for rule, _ in planned_jobs(workdir, config="claim.yaml")} == {"claims", "all"}
+
+
+def test_the_hardware_kind_of_family_end_to_end(tmp_path):
+    """.test/hardware.yaml (seed 002's kind: a device table, the meta-surrogate, gated methods
+    that need them): every row and cost says where it came from, MetaS-PEFT trains through
+    the calibrated surrogate and EChorda through its 200-row (here 20) regression, and the
+    exports are physically smaller where gates closed."""
+    shutil.copytree(ROOT / ".test", tmp_path / ".test")
+    snakemake(tmp_path, config=".test/hardware.yaml")
+    table = pd.read_parquet(tmp_path / "results/devices/hardware/table.parquet")
+    assert set(table["source"]) == {"simulated", "measured"}
+    measured = table[table["source"] == "measured"]
+    assert measured["latency_ms"].gt(0).all() and measured["energy_j"].isna().all()  # no counter here
+    assert measured["unavailable"].str.contains("energy").all()
+    assert table.loc[table["source"] == "simulated", "provenance"].str.startswith("SIMULATED").all()
+    evaluation = pd.read_parquet(tmp_path / "results/surrogate/hardware/evaluation.parquet")
+    assert set(evaluation["held_out_device"]) == set(table["device"])
+    assert (tmp_path / "results/surrogate/hardware/store/surrogate.json").is_file()
+    for method, measurements in (("metas_peft", 5), ("echorda", 20), ("lora", 0)):
+        run = f"hardware--{method}--b5--s0"
+        metrics = json.loads((tmp_path / f"results/runs/{run}/metrics.json").read_text())
+        assert metrics["device_cost"]["source"] == "simulated" and metrics["device_cost"]["device"] == "Pixel-8-TPU"
+        assert metrics["metrics"]["on_device_measurements"] == measurements
+        assert metrics["metrics"]["unseen_energy_j"] > 0 and metrics["metrics"]["surrogate_mape_latency_ms"] >= 0
+        log = [json.loads(line) for line in (tmp_path / f"results/runs/{run}/train_log.jsonl").read_text().splitlines()]
+        assert "loss_task" in log[0] and (method == "lora" or "loss_l0" in log[0])
+    agg = json.loads((tmp_path / "results/comparison/hardware/aggregated_metrics.json").read_text())
+    assert agg["hypervolume"]["cost_source"] == ["simulated"] and len(agg["surrogate_evaluation"]) == 4 * 9
+    for kind in ("surrogate_accuracy", "hardware_table"):
+        assert (tmp_path / f"results/comparison/hardware/{kind}.png").stat().st_size > 0

@@ -35,7 +35,8 @@ DEFAULT_FAMILIES = [name for name, fam in CFG["families"].items() if fam.get("in
 # other job runs beside it; its passes still use profiling.measure_threads. Stated in the rules, not
 # in profiles/default: a workflow profile would override a cluster profile key by key
 # (a cluster profile's set-threads overrides this).
-WHOLE_HOST = workflow.cores or 1
+# (Read without workflow.cores, which raises where no --cores is given: --unlock, --report.)
+WHOLE_HOST = workflow.global_resources["_cores"].value or 1
 MEASURE_THREADS = CFG["profiling"]["measure_threads"]
 
 
@@ -183,6 +184,12 @@ def family_devices(wildcards):
 
 def family_surrogate(wildcards):
     return canonical(CFG["families"][wildcards.family]["surrogate"])
+
+
+def measure_window(wildcards):
+    """profiling's settings with the family's measure_window over them."""
+    window = CFG["families"][wildcards.family]["devices"].get("measure_window", {})
+    return canonical({**CFG["profiling"], **window})
 
 
 def imported_csv(wildcards):

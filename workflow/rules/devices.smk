@@ -57,7 +57,7 @@ rule device_measure:
     params:
         devices=family_devices,
         model_name=family_model_name,
-        profiling=canonical(CFG["profiling"]),
+        profiling=measure_window,
         code=code_version("device_measure"),
     script:
         "../../scripts/device_measure.py"
