@@ -128,6 +128,7 @@ def surrogate():
     shots = unseen.iloc[:5]
     with torch.no_grad():
         logs = model(model.features(shots), model.tag(None, len(shots)))
+    model.calibrated_device = TARGET_DEVICE  # as load_surrogate records it
     return model, fit_calibration(logs, log_targets(shots))
 
 

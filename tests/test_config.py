@@ -353,6 +353,11 @@ def test_the_seed_002_config_validates_and_plans_the_device_table_and_surrogate(
     (lambda fam: fam["surrogate"].update(unseen_device="Pixel-9"), "surrogate.unseen_device: 'Pixel-9' is not among"),
     (lambda fam: fam["surrogate"]["training"].update(stepz=3), "surrogate.training.stepz: unknown key"),
     (lambda fam: fam.pop("devices"), "surrogate: needs a devices section"),
+    (lambda fam: fam["methods"]["metas_peft"].update(seq_len=128),
+     "methods.metas_peft.seq_len: 128 differs from the family's surrogate.seq_len 48"),
+    (lambda fam: fam["methods"]["echorda"].update(target_device="RTX-A6000"),
+     "methods.echorda.target_device: 'RTX-A6000' differs from the family's surrogate.unseen_device 'Pixel-8-TPU'"),
+    (lambda fam: (fam.pop("surrogate"), fam.pop("devices")), "methods.echorda: needs the family's devices section"),
 ])
 def test_a_bad_hardware_family_is_refused_before_any_job(raw, edit, message):
     edit(raw["families"]["hwgate"])

@@ -180,6 +180,9 @@ def test_metas_peft_uses_the_calibrated_surrogate_and_checks_its_backbone():
         make_method("metas_peft").attach(bert(layers=3))
     with pytest.raises(ValueError, match="needs the meta-surrogate"):
         make_method("metas_peft", inputs={}).attach(bert())
+    with pytest.raises(ValueError, match=r"target_device 'Pixel-9' is neither a training device .* nor the device "
+                                         r"it was calibrated on \('Raspberry-Pi-4'\)"):
+        make_method("metas_peft", {"target_device": "Pixel-9"}).attach(bert())
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [
@@ -254,7 +257,7 @@ def test_hardening_a_bert_removes_layers_heads_and_ranks(tmp_path):
     assert card["heads_per_layer"] == [2, 4, 0] and card["layer_scales"][1] == pytest.approx(0.647, abs=1e-3)
     # What the device-cost stage reads from the export is the configuration the method reports.
     hard = method.gate_stats()["hard_kept"]
-    deployed = deployed_configuration(load_export(tmp_path, "classification", ["neg", "pos"]), 128)
+    deployed = deployed_configuration(load_export(tmp_path, "classification", ["neg", "pos"]), 128, 16)
     assert {k: deployed[k] for k in hard} == pytest.approx(hard)
 
 

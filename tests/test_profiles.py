@@ -12,16 +12,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
-MEASURING = {"profile", "evaluate", "energy_table"}
-GPU_RULES = {"search", "finetune", "profile", "energy_table", "evaluate"}
+MEASURING = {"profile", "evaluate", "energy_table", "device_measure"}
+GPU_RULES = {"search", "finetune", "profile", "energy_table", "evaluate", "device_measure"}
+CONFIGS = (".test/config.yaml", ".test/hardware.yaml")  # every kind of family
 # Keys no local default may carry: they belong to cluster profiles only.
 CLUSTER_KEYS = {"executor", "default-resources", "resources", "set-resources", "set-threads", "jobs"}
 
 
 def planned(*args: str) -> list[tuple[str, int, dict[str, str]]]:
-    """(rule, threads, resources) of every job a forced dry run of the test config plans."""
+    """(rule, threads, resources) of every job forced dry runs of the test configs plan."""
+    return [job for config in CONFIGS for job in planned_with(config, *args)]
+
+
+def planned_with(config: str, *args: str) -> list[tuple[str, int, dict[str, str]]]:
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-F", "--nolock", "--configfile", ".test/config.yaml", *args],
+        [sys.executable, "-m", "snakemake", "-n", "-F", "--nolock", "--configfile", config, *args],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     jobs = []
@@ -45,7 +50,8 @@ def test_bare_profile_slurm_gives_every_job_the_resources_the_profile_states():
     # --cores 64: `--cores` caps threads, so this is what a 64-core login node plans.
     jobs = planned("--profile", "slurm", "--cores", "64")
     rules = {rule for rule, _, _ in jobs}
-    assert {"finetune", "search", "profile", "evaluate", "energy_table", "harden", "tokenise"} <= rules
+    assert {"finetune", "search", "profile", "evaluate", "energy_table", "harden", "tokenise",
+            "device_measure", "surrogate", "surrogate_evaluation", "device_cost"} <= rules
     for rule, threads, resources in jobs:
         stated = {**SLURM["default-resources"], **SLURM["set-resources"].get(rule, {})}
         for key, value in stated.items():

@@ -211,3 +211,17 @@ def test_search_trials_are_never_logged(tmp_path, monkeypatch):
     assert written == {"results/search/sentiment--lora--b5/best_params.json",
                        "results/search/sentiment--lora--b5/study.journal",
                        "results/search/sentiment--lora--b5/study.journal.claim"}, written
+
+
+def test_a_method_need_that_is_a_folder_is_hashed_by_its_content(tmp_path):
+    """The search names its study after its inputs; MetaS-PEFT's surrogate store is a folder."""
+    from wattpeft.stages.finetune import content_digest
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "surrogate.json").write_text("{}")
+    (store / "surrogate.safetensors").write_bytes(b"weights")
+    before = content_digest(store)
+    (store / "surrogate.safetensors").write_bytes(b"other weights")
+    assert content_digest(store) != before and len(before) == 64
+    assert content_digest(store / "surrogate.json") != content_digest(store)

@@ -290,8 +290,10 @@ def test_the_hardware_kind_of_family_end_to_end(tmp_path):
     table = pd.read_parquet(tmp_path / "results/devices/hardware/table.parquet")
     assert set(table["source"]) == {"simulated", "measured"}
     measured = table[table["source"] == "measured"]
-    assert measured["latency_ms"].gt(0).all() and measured["energy_j"].isna().all()  # no counter here
-    assert measured["unavailable"].str.contains("energy").all()
+    timed, four_bit = measured[measured["param_bits"] == 32], measured[measured["param_bits"] == 4]
+    assert timed["latency_ms"].gt(0).all() and timed["energy_j"].isna().all()  # no counter here
+    assert timed["unavailable"].str.contains("energy").all()
+    assert four_bit["latency_ms"].isna().all() and four_bit["unavailable"].str.contains("4-bit").all()
     assert table.loc[table["source"] == "simulated", "provenance"].str.startswith("SIMULATED").all()
     evaluation = pd.read_parquet(tmp_path / "results/surrogate/hardware/evaluation.parquet")
     assert set(evaluation["held_out_device"]) == set(table["device"])

@@ -112,13 +112,20 @@ def _family_problems(cfg: dict) -> Iterator[str]:
         yield from _claim_problems(where, fam, None if task is None else metrics_of_task(task))
 
 
+# A method's need (registry Entry.needs) -> the family section that provides it.
+NEED_SECTIONS = {"device_table": "devices", "surrogate": "surrogate"}
+# Method parameters that restate the family's deployment (its surrogate section): one fact.
+DEPLOYMENT_KEYS = {"seq_len": "seq_len", "param_bits": "param_bits", "target_device": "unseen_device"}
+
+
 def _hardware_problems(cfg: dict, base_dir: Path) -> list[str]:
     """A family's `devices` and `surrogate` sections: known simulated devices, CSVs that
-    exist, an unseen device the table will hold, and valid meta-training settings."""
+    exist, an unseen device the table will hold, valid meta-training settings, the sections
+    its methods need, and methods that agree with its deployment setting."""
     from .devices.catalogue import SIMULATED_DEVICES
     from .surrogate.config import MetaTrainConfig
 
-    problems = []
+    problems = [*_needed_sections(cfg), *_deployment_disagreements(cfg)]
     for fam_name, fam in cfg["families"].items():
         where, devices = f"families.{fam_name}", fam.get("devices")
         if devices is None:
@@ -146,6 +153,37 @@ def _hardware_problems(cfg: dict, base_dir: Path) -> list[str]:
         except ValueError as err:
             problems.append(str(err))
     return [problem for problem in problems if problem]
+
+
+def _needed_sections(cfg: dict) -> Iterator[str]:
+    from .methods import METHODS
+
+    for fam_name, fam in cfg["families"].items():
+        for method in fam["methods"]:
+            for need in METHODS[method].needs if method in METHODS else ():
+                section = NEED_SECTIONS.get(need)
+                if section and section not in fam:
+                    yield (f"families.{fam_name}.methods.{method}: needs the family's {section} section "
+                           f"(its registry entry asks for {need!r}; docs/devices.md)")
+
+
+def _deployment_disagreements(cfg: dict) -> Iterator[str]:
+    """Typed values (defaults included) of a method's deployment keys against the family's."""
+    from .config import method_params
+    from .methods import METHODS, method_config
+
+    for fam_name, fam in cfg["families"].items():
+        deployment = fam.get("surrogate")
+        for method in fam["methods"] if deployment else ():
+            try:
+                typed = method_config(method).from_params(method_params(cfg, fam_name, method)) if method in METHODS else None
+            except ValueError:
+                continue  # reported by _family_problems
+            for key, section_key in DEPLOYMENT_KEYS.items():
+                value = getattr(typed, key, deployment[section_key])
+                if value is not None and value != deployment[section_key]:
+                    yield (f"families.{fam_name}.methods.{method}.{key}: {value!r} differs from the family's "
+                           f"surrogate.{section_key} {deployment[section_key]!r}; both describe one deployment")
 
 
 # Metrics a run's metrics.json holds beyond metrics_of_task, that a claim may name: the energy

@@ -186,6 +186,12 @@ def family_surrogate(wildcards):
     return canonical(CFG["families"][wildcards.family]["surrogate"])
 
 
+def measure_settings(wildcards):
+    """What the measuring job reads of a family's devices section (nothing else reruns it)."""
+    devices = CFG["families"][wildcards.family]["devices"]
+    return canonical({k: devices[k] for k in ("measure", "adapted_modules") if k in devices})
+
+
 def measure_window(wildcards):
     """profiling's settings with the family's measure_window over them."""
     window = CFG["families"][wildcards.family]["devices"].get("measure_window", {})

@@ -55,7 +55,7 @@ rule device_measure:
     conda:
         "../../envs/wattpeft.yaml"
     params:
-        devices=family_devices,
+        devices=measure_settings,
         model_name=family_model_name,
         profiling=measure_window,
         code=code_version("device_measure"),

@@ -23,10 +23,9 @@ on chip (a fused attention kernel), so they add FLOPs but no T^2 traffic. X
 (`activation_width`) counts a layer's input, q/k/v, attention output, residual, MLP hidden
 (gate and up when gated), output and the LoRA path's rank-r values; each is written once
 and read once (2 T X), in the operands' precision b, as peak_flops[b] assumes (W8A8, W4A4,
-fp16, fp32). The head is one position's projection onto the vocabulary (a decoder's
-next-token logits; for an encoder with a small classifier it overstates the head by a term
-that does not depend on the kept layers, heads or ranks), and the embedding rows of the T
-tokens are read. Softmax, norms and activation functions (O(T h) element-wise work) are left
+fp16, fp32). The head is one position's projection (`head_outputs`): onto the vocabulary
+for a decoder (next-token logits), the pooler (h -> h) for a BERT-style encoder classifier,
+whose labels are negligible; the embedding rows of the T tokens are read. Softmax, norms and activation functions (O(T h) element-wise work) are left
 out.
 
 Time, power and energy (`predict`):
@@ -84,10 +83,15 @@ class ModelShape:
     kv_heads: int = 0  # 0: as many as heads (no grouped-query attention)
     head_dim: int = 0  # 0: hidden // heads
     gated_mlp: bool = False  # Llama's gate/up/down (3 matrices) against BERT's 2
+    # Outputs of the head's projection at one position: a decoder's vocabulary (the next
+    # token); an encoder classifier's pooler (hidden -> hidden; its labels are negligible).
+    # 0: the vocabulary.
+    head_outputs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_heads", self.kv_heads or self.heads)
         object.__setattr__(self, "head_dim", self.head_dim or self.hidden // self.heads)
+        object.__setattr__(self, "head_outputs", self.head_outputs or self.vocab)
 
     @classmethod
     def from_hf_config(cls, config: Mapping[str, Any], name: str | None = None,
@@ -126,7 +130,7 @@ def shape_from_config(cls: type, config: Mapping[str, Any], name: str | None,
     modules = tuple(module for module in table if module[0] in targets)
     label = name or str(config.get("_name_or_path") or config.get("model_type") or "model")
     return cls(name=label, lora_modules=modules, kv_heads=kv_heads, head_dim=head_dim,
-               gated_mlp=not bert, **sizes)
+               gated_mlp=not bert, head_outputs=sizes["hidden"] if bert else sizes["vocab"], **sizes)
 
 
 def llama_modules(sizes: Mapping[str, int], kv_heads: int, head_dim: int) -> list[tuple[str, int, int]]:
@@ -175,8 +179,8 @@ def workload(shape: ModelShape, s: Mapping[str, int]) -> Workload:
     attention = 4 * tokens**2 * s["kept_heads"] * shape.head_dim
     layer_flops = 2 * tokens * weights + attention
     layer_values = weights + 2 * tokens * activation_width(shape, s["kept_heads"], s["kept_ranks"])
-    head_flops = 2 * shape.hidden * shape.vocab
-    head_values = tokens * shape.hidden + shape.hidden * shape.vocab
+    head_flops = 2 * shape.hidden * shape.head_outputs
+    head_values = tokens * shape.hidden + shape.hidden * shape.head_outputs
     return Workload(flops=layers * layer_flops + head_flops, bytes=(layers * layer_values + head_values) * bits / 8)
 
 

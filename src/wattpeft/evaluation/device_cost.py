@@ -2,8 +2,10 @@
 
 The configuration s of an export is read from the exported model itself, not from what its
 method says: blocks in the model, attention heads per block (rows of the query projection
-over the head size), adapter rank per adapted module (rows of each `lora_A`; 0 when the
-adapter was merged) and the weights' width. The unseen device cannot be reached from here:
+over the head size) and adapter rank per adapted module (rows of each `lora_A`; 0 when the
+adapter was merged). Sequence length and weight width are the family's deployment setting
+(`surrogate.seq_len`, `surrogate.param_bits`), not the export's storage width: the
+methods optimised their cost there. The unseen device cannot be reached from here:
 where it is a simulated device, its cost is the roofline model's (noise-free) prediction for
 s, labelled `simulated`; otherwise the cost is unavailable, with the reason.
 """
@@ -13,28 +15,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..devices.catalogue import SIMULATED_DEVICES
 from ..methods.pruning import ATTENTION_PATHS, architecture, block_list, head_dim
 
-BITS_OF_DTYPE = {torch.float32: 32, torch.bfloat16: 16, torch.float16: 16, torch.int8: 8, torch.qint8: 8}
-
-
-def deployed_configuration(model: nn.Module, seq_len: int) -> dict[str, Any]:
-    """s of the model as exported, at the family's deployment sequence length."""
+def deployed_configuration(model: nn.Module, seq_len: int, param_bits: int) -> dict[str, Any]:
+    """s of the model as exported, at the family's deployment sequence length and width."""
     blocks = block_list(model)
     query_path = ATTENTION_PATHS[architecture(model)][0]
     heads = [_linear(block, query_path).weight.shape[0] // head_dim(model) for block in blocks]
     ranks = [p.shape[0] for name, p in model.named_parameters() if "lora_A" in name and p.dim() == 2]
-    weight = _linear(blocks[0], query_path).weight
     return {
         "seq_len": int(seq_len),
         "kept_layers": len(blocks),
         "kept_heads": sum(heads) / len(heads) if heads else 0.0,
         "kept_ranks": sum(ranks) / len(ranks) if ranks else 0.0,
-        "param_bits": BITS_OF_DTYPE.get(weight.dtype, 32),
+        "param_bits": int(param_bits),
     }
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..devices.catalogue import PARAM_BITS
 from .params import MethodConfig, param
-
-PARAM_BITS = (4, 8, 16, 32)  # as the device table's (devices/table.py)
 
 
 @dataclass(frozen=True)

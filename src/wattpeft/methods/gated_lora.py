@@ -431,7 +431,7 @@ class SurrogateCost:
     cost lambda E / E_budget + mu L / L_budget + nu P / P_budget; the gradient flows through
     the (frozen) surrogate into the gates. The target device: None, the surrogate's calibrated
     unseen device (uniform tag + calibration); a training device of the surrogate, its own tag
-    (no calibration); any other name, the unseen-device tag with the store's calibration."""
+    (no calibration); any other name must be the device the store was calibrated on."""
 
     def __init__(self, surrogate, config, n_layers: int, n_heads: int, full: Mapping[str, Any]):
         if surrogate is None:
@@ -446,6 +446,10 @@ class SurrogateCost:
         if self.role != "training device of the surrogate" and calibration is None:
             raise ValueError(f"metas_peft: target_device {device!r} is no training device of the surrogate "
                              f"({list(model.devices)}) and the surrogate holds no calibration")
+        calibrated = getattr(model, "calibrated_device", None)
+        if self.role != "training device of the surrogate" and device is not None and device != calibrated:
+            raise ValueError(f"metas_peft: target_device {device!r} is neither a training device of the surrogate "
+                             f"({list(model.devices)}) nor the device it was calibrated on ({calibrated!r})")
         self.model = model.eval().requires_grad_(False)
         self.calibration = calibration if self.role != "training device of the surrogate" else None
         self.device = device

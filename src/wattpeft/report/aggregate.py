@@ -61,6 +61,17 @@ class MetricsFileError(ValueError):
     """A metrics.json that exists but cannot be used (bad JSON, missing key, bad value)."""
 
 
+# Metrics about a hardware-surrogate family's unseen device: its cost of each export, the
+# hypervolume built on it, the surrogate's error there and the rows of it a method used.
+# Where that device is simulated (aggregated "hypervolume".cost_source), so are they.
+DEVICE_COST_PREFIXES = ("unseen_", "hypervolume_4d", "surrogate_mape_", "surrogate_within_10pct_",
+                        "on_device_measurements")
+
+
+def is_device_cost(metric: str) -> bool:
+    return metric.startswith(DEVICE_COST_PREFIXES)
+
+
 def is_modelled(metric: str) -> bool:
     """True for a metric computed from the energy table (a model), never a measurement."""
     return metric.startswith(MODELLED_PREFIXES)

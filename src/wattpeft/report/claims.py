@@ -81,7 +81,7 @@ from typing import Any
 from scipy.stats import t as student_t
 
 from ..utils.io import atomic_path, write_json
-from .aggregate import MAXIMIZE, combined_energy_source, is_modelled, metric_direction
+from .aggregate import MAXIMIZE, combined_energy_source, is_device_cost, is_modelled, metric_direction
 from .stats import is_number
 
 CONFIDENCE = 0.95
@@ -622,6 +622,11 @@ def check_claim(family: str, family_cfg: dict, family_obj: dict, claim: dict) ->
     if modelled:
         reason += (f" Modelled numbers: priced by the energy table ({table or 'source not recorded'}), "
                    "not measured.")
+    device_source = _device_cost_source(family_obj, ours)
+    if device_source:
+        reason += (f" About the unseen device {device_source['device']}, whose rows and costs are "
+                   f"{device_source['source']}" + (" (the roofline model of its published figures), not measured."
+                                                   if device_source["source"] == "simulated" else "."))
     return {
         "family": family,
         "claim": claim["claim"],
@@ -640,6 +645,7 @@ def check_claim(family: str, family_cfg: dict, family_obj: dict, claim: dict) ->
         "basis": _basis(claim),
         "modelled": modelled,
         "energy_table": table if modelled else None,
+        "device_cost_source": device_source,
         "ours": {key: (None if side["group_id"] is None else {k: side[k] for k in ("mean", "se", "n")})
                  for key, side in ours.items()},
         "ours_metrics": {key: side["metric"] for key, side in ours.items()},
@@ -653,6 +659,15 @@ def check_claim(family: str, family_cfg: dict, family_obj: dict, claim: dict) ->
         "verdict": verdict,
         "reason": reason,
     }
+
+
+def _device_cost_source(family_obj: dict, ours: dict) -> dict | None:
+    """{device, source} when the claim's metrics are about the family's unseen device."""
+    if not any(is_device_cost(side["metric"]) for side in ours.values()):
+        return None
+    frame = family_obj.get("hypervolume") or {}
+    return {"device": ", ".join(frame.get("device") or ["not recorded"]),
+            "source": "+".join(frame.get("cost_source") or ["not recorded"])}
 
 
 def check_claims(family: str, family_cfg: dict, family_obj: dict) -> list[dict]:
@@ -701,6 +716,9 @@ def _claim_cell(row: dict) -> str:
         notes.append("exact")
     if row.get("modelled"):
         notes.append(f"MODELLED (energy table: {row.get('energy_table') or 'not recorded'}), not measured")
+    source = row.get("device_cost_source")
+    if source and "simulated" in source["source"]:
+        notes.append(f"SIMULATED device ({source['device']}: roofline model), not measured")
     return f"{row['claim']} ({metric}, {comparison}, {', '.join(notes)})"
 
 

@@ -101,9 +101,13 @@ def measure_configuration(s: dict[str, int], model_dir: Path, shape: ModelShape,
     import torch
 
     from ..energy.profiler import profile_workload
-    from .pruned import backbone_cut_to
+    from .pruned import NotMeasurableHere, backbone_cut_to
 
-    model = backbone_cut_to(model_dir, s, devices_cfg.get("adapted_modules"), device)
+    try:
+        model = backbone_cut_to(model_dir, s, devices_cfg.get("adapted_modules"), device)
+    except NotMeasurableHere as reason:
+        nan = float("nan")
+        return {"energy_j": nan, "latency_ms": nan, "peak_power_w": nan, "unavailable": str(reason)}
     ids = torch.randint(0, shape.vocab, (1, s["seq_len"]), generator=torch.Generator().manual_seed(0)).to(device)
 
     @torch.inference_mode()
@@ -136,7 +140,7 @@ def run_device_cost(export_dir: Path, data_dir: Path, model_dir: Path, model_nam
     from .common import open_run_data
 
     _, model = open_run_data(data_dir).load_export(export_dir)
-    s = deployed_configuration(model, surrogate_cfg["seq_len"])
+    s = deployed_configuration(model, surrogate_cfg["seq_len"], surrogate_cfg["param_bits"])
     shape = model_shape(model_dir, model_name, devices_cfg.get("adapted_modules"))
     device = surrogate_cfg["unseen_device"]
     stats = read_json(train_summary)["method_stats"]

@@ -3,6 +3,7 @@ run per seed with the best parameters. Outputs appear only when a run completes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -110,8 +111,6 @@ def search_study_name(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path,
     data's and the model's manifests (their content hashes), the method's input files, and
     the code versions: whatever makes Snakemake rerun the search (other than an unfinished
     job) names a fresh study, and a rerun with nothing changed resumes the old one."""
-    import hashlib
-
     from ..training.search import study_name
 
     def manifest(folder: Path) -> dict | None:
@@ -123,9 +122,20 @@ def search_study_name(run_cfg: dict[str, Any], data_dir: Path, model_dir: Path,
         "objective": search_objective(run_cfg),
         "data": manifest(data_dir),
         "model": manifest(model_dir),
-        "inputs": {k: hashlib.sha256(Path(p).read_bytes()).hexdigest() for k, p in (needs or {}).items()},
+        "inputs": {k: content_digest(Path(p)) for k, p in (needs or {}).items()},
         "code": code,
     })
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and bytes, in sorted order): a
+    method's need may be either (the surrogate store is a folder)."""
+    digest = hashlib.sha256()
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def run_finetune(

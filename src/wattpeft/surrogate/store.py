@@ -91,6 +91,8 @@ def load_surrogate(path: str | Path) -> tuple[MetaSurrogate, Calibration | None]
     model.load_state_dict(checked_weights(path, model, data.get("weights_sha256")))
     model.provenance = {"training": data.get("training"), "table_hash": data.get("table_hash")}
     calibration = Calibration.from_dict(data["calibration"]) if data.get("calibration") else None
+    # Which device the calibration was fitted on: a method must not price another with it.
+    model.calibrated_device = (data.get("calibration") or {}).get("device")
     return model.eval(), calibration
 
 

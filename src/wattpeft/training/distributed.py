@@ -48,7 +48,10 @@ def launch(fn: Callable[..., Any], args: tuple = (), processes: int = 2, *, cpu:
             if isinstance(error, BaseException):
                 raise error from failure
             raise
-        return _load(Path(tmp) / "result.pkl")
+        result = Path(tmp) / "result.pkl"
+        if not result.is_file():
+            raise RuntimeError("the training processes finished but rank 0 returned no result")
+        return _load(result)
 
 
 def _worker(rank: int, world: int, port: int, cpu: bool, fn, args, tmp: str) -> None:
@@ -69,17 +72,19 @@ def _worker(rank: int, world: int, port: int, cpu: bool, fn, args, tmp: str) -> 
 
 
 def _dump(path: Path, value: Any) -> None:
+    """Pickle `value` for the launcher. An exception that cannot be pickled is replaced by a
+    RuntimeError carrying its type and message; a result that cannot be pickled is an error."""
     try:
         path.write_bytes(pickle.dumps(value))
-    except Exception:  # an unpicklable exception: the launcher reports the traceback text
-        pass
+    except Exception as err:
+        if not isinstance(value, BaseException):
+            raise RuntimeError(f"rank 0's result cannot be sent to the launcher: {err}") from err
+        path.write_bytes(pickle.dumps(RuntimeError(f"{type(value).__name__}: {value}")))
 
 
 def _load(path: Path) -> Any:
-    try:
-        return pickle.loads(path.read_bytes())
-    except Exception:
-        return None
+    """What a worker dumped, or None when it dumped nothing (it died before writing)."""
+    return pickle.loads(path.read_bytes()) if path.is_file() else None
 
 
 def _free_port() -> int:
