@@ -16,9 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 
-def family_of(tsv: Path, stage: str) -> str:
+def family_of(tsv: Path, stage: str, root: Path) -> str:
     if stage in ("assets", "data"):
         return "shared (assets, data)"
+    if stage in ("devices", "surrogate"):  # benchmarks/<stage>/<family>/<job>.tsv
+        return tsv.relative_to(root).parts[1]
     return tsv.stem.removeprefix("aggregate-").split("--")[0]
 
 
@@ -29,7 +31,7 @@ def main(root: str = "benchmarks") -> None:
         seconds = float(pd.read_csv(tsv, sep="\t")["s"].sum())
         stage = tsv.relative_to(root).parts[0]
         per_stage[stage] += seconds
-        per_family[family_of(tsv, stage)] += seconds
+        per_family[family_of(tsv, stage, Path(root))] += seconds
     total = sum(per_family.values())
     if not total:
         sys.exit(f"no benchmark files under {root}/: run the pipeline first")

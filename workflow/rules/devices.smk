@@ -13,6 +13,8 @@ rule device_simulate:
         "results/devices/{family}/simulated/{hw}.parquet",
     log:
         "logs/devices/{family}/simulated-{hw}.log",
+    benchmark:
+        "benchmarks/devices/{family}/simulated-{hw}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
@@ -31,6 +33,8 @@ rule device_import:
         "results/devices/{family}/imported/{hw}.parquet",
     log:
         "logs/devices/{family}/imported-{hw}.log",
+    benchmark:
+        "benchmarks/devices/{family}/imported-{hw}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
@@ -70,6 +74,8 @@ rule device_table:
         "results/devices/{family}/table.parquet",
     log:
         "logs/devices/{family}/table.log",
+    benchmark:
+        "benchmarks/devices/{family}/table.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
@@ -132,6 +138,8 @@ rule device_cost:
         "results/runs/{run}/device_cost.json",
     log:
         "logs/devices/cost-{run}.log",
+    benchmark:
+        "benchmarks/device_cost/{run}.tsv"
     conda:
         "../../envs/wattpeft.yaml"
     params:
