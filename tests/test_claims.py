@@ -499,3 +499,11 @@ def test_new_comparisons_on_modelled_metrics_validate(raw):
     count = _with_claim(raw, comparison="ratio_at_most", ratio=0.1, tolerance=None, metric="controller_params", exact=True)
     for cfg in (cross, cap, own, count):
         validate_config(cfg)
+
+
+def test_a_surrogate_error_reads_in_percent_not_in_its_targets_unit():
+    from wattpeft.report.claims import format_value
+
+    assert format_value("surrogate_mape_energy_j", 32.8251) == "32.8%"  # a MAPE, not joules
+    assert format_value("surrogate_mape_latency_ms", 2.4, diff=True) == "+2.4 pp"
+    assert format_value("surrogate_within_10pct_peak_power_w", 0.175) == "17.5%"

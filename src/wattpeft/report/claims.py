@@ -98,6 +98,8 @@ CLAIMS_JSON, CLAIMS_MD, CLAIMS_HTML = "claims.json", "claims.md", "claims.html"
 PERCENT_METRICS = ("accuracy", "macro_f1", "f1", "average_accuracy", "auc_retained_accuracy", "share_within_10pct")
 JOULE_METRIC = re.compile(r"(?:^|_)j(?:_|$)")  # energy_j_per_sample, modelled_adapter_j_long_sample, e_max_j
 SI_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"))
+# Metrics already in percent (a surrogate's MAPE per target): no unit of their own target.
+PERCENT_VALUED_PREFIXES = ("surrogate_mape_",)
 
 
 class _Verdict(Exception):
@@ -112,7 +114,7 @@ class _Verdict(Exception):
 
 
 def _is_percent(metric: str) -> bool:
-    return metric in PERCENT_METRICS or metric.startswith("rouge")
+    return metric in PERCENT_METRICS or metric.startswith(("rouge", "surrogate_within_10pct_"))
 
 
 def _joule_scale(reference: float) -> tuple[float, str]:
@@ -125,7 +127,7 @@ def _joule_scale(reference: float) -> tuple[float, str]:
 
 
 def _unit(metric: str, diff: bool = False, ref: float | None = None) -> str:
-    if _is_percent(metric):
+    if _is_percent(metric) or metric.startswith(PERCENT_VALUED_PREFIXES):
         return " pp" if diff else "%"
     if JOULE_METRIC.search(metric):
         return _joule_scale(ref or 0.0)[1]
@@ -140,6 +142,8 @@ def _num(metric: str, value: float, diff: bool = False, ref: float | None = None
     sign = "+" if diff else ""
     if _is_percent(metric):
         return f"{100 * value:{sign}.1f}"
+    if metric.startswith(PERCENT_VALUED_PREFIXES):
+        return f"{value:{sign}.1f}"
     if JOULE_METRIC.search(metric):
         return f"{value / _joule_scale(value if ref is None else ref)[0]:{sign}.4g}"
     if metric.endswith("_s") or metric.endswith("_ms"):
