@@ -34,6 +34,7 @@ def varied_rows(n, seed):
 def trained(tmp_path_factory):
     """A MetaS-PEFT adapter on the tiny BERT (2 steps), its gates spread over both sides of the
     hardening threshold so that the nested levels differ, saved; its loader."""
+    torch.manual_seed(0)  # whatever tests ran before in this session
     method, model, trainer = make_run("metas_peft", run_cfg(max_steps=2))
     trainer.train()
     gen = torch.Generator().manual_seed(0)
@@ -54,6 +55,7 @@ def configurations(trained):
 
 @pytest.fixture(scope="module")
 def distilled(configurations):
+    torch.manual_seed(0)  # the controller MLP's initialisation
     return distil(configurations, varied_rows(96, seed=0), vocab_size=60, pad_id=0, n_inputs=64)
 
 
