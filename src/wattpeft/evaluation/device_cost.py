@@ -18,13 +18,12 @@ from typing import Any
 from torch import nn
 
 from ..devices.catalogue import SIMULATED_DEVICES
-from ..methods.pruning import ATTENTION_PATHS, architecture, block_list, head_dim
+from ..methods.pruning import block_list, heads_per_block
 
 def deployed_configuration(model: nn.Module, seq_len: int, param_bits: int) -> dict[str, Any]:
     """s of the model as exported, at the family's deployment sequence length and width."""
     blocks = block_list(model)
-    query_path = ATTENTION_PATHS[architecture(model)][0]
-    heads = [_linear(block, query_path).weight.shape[0] // head_dim(model) for block in blocks]
+    heads = heads_per_block(model)
     ranks = [p.shape[0] for name, p in model.named_parameters() if "lora_A" in name and p.dim() == 2]
     return {
         "seq_len": int(seq_len),
@@ -33,12 +32,6 @@ def deployed_configuration(model: nn.Module, seq_len: int, param_bits: int) -> d
         "kept_ranks": sum(ranks) / len(ranks) if ranks else 0.0,
         "param_bits": int(param_bits),
     }
-
-
-def _linear(block: nn.Module, path: str) -> nn.Module:
-    for name in path.split("."):
-        block = getattr(block, name)
-    return getattr(block, "base_layer", block)
 
 
 def unseen_device_cost(device: str, shape, s: dict[str, Any]) -> dict[str, Any]:

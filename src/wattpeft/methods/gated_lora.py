@@ -44,6 +44,7 @@ import dataclasses
 import json
 import math
 import re
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -490,9 +491,9 @@ class GatedLoraMethod(AdapterMethod):
                       "ranks removed from the model, kept gates folded into the weights (a layer below 1 kept "
                       "as a scalar); LoRA left unmerged")
 
+    @abstractmethod
     def build_cost(self, model: nn.Module, anat: Anatomy, full: dict[str, Any], max_rank: int):
         """The method's cost model of s (FlopsCost, RegressionEnergyCost or SurrogateCost)."""
-        raise NotImplementedError
 
     def target_names(self, model: nn.Module) -> list[str]:
         return list(self.config.target_modules or DEFAULT_TARGETS[architecture(model)])

@@ -37,6 +37,12 @@ def head_dim(model: nn.Module) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
+def heads_per_block(model: nn.Module) -> list[int]:
+    """Attention heads each block computes: its query projection's rows over the head size."""
+    query_path = ATTENTION_PATHS[architecture(model)][0]
+    return [_module(block, query_path).weight.shape[0] // head_dim(model) for block in block_list(model)]
+
+
 def remove_layers(model: nn.Module, keep: list[int]) -> None:
     """Keep only the blocks at `keep` (in order); the config and Llama's layer indices follow."""
     blocks = block_list(model)

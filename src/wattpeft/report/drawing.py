@@ -143,3 +143,14 @@ def cell_table(fig: Figure, data: dict) -> Axes:
     for col in range(len(data["columns"])):
         table[0, col].set_facecolor("#eeeeee")
     return ax
+
+
+def draw_table_figure(fig: Figure, data: dict, title: str, subtitle: str, missing: str) -> bool:
+    """A table figure of `data` ({has_data, rows, columns, cells}) under `title` and
+    `subtitle`; without data, `missing` in its place. True when the table was drawn."""
+    if not data["has_data"]:
+        no_data(fig, title, missing)
+        return False
+    ax = cell_table(fig, data)
+    set_title(ax, f"{title}\n{subtitle}", width=int(11 * fig.get_figwidth()))
+    return True

@@ -26,10 +26,10 @@ from matplotlib.patches import Patch
 
 from wattpeft.report.aggregate import MAXIMIZE, UNSEEN_COSTS
 from wattpeft.report.drawing import (
-    cell_table,
     UNAVAILABLE,
     budget_text,
     budgets_in_order,
+    draw_table_figure,
     energy_source_label,
     format_value,
     group_stats,
@@ -305,16 +305,11 @@ def reference_note(family_obj: dict) -> str:
 def draw_hardware_table(fig: Figure, family: str, family_obj: dict) -> str | None:
     """Per group: primary metric, cost on the unseen device, hypervolume_4d, on-device
     measurements and the kept configuration."""
-    data = hardware_table(family_obj)
-    title = f"{family}: quality and cost on the unseen device per method"
-    if not data["has_data"]:
-        no_data(fig, title, f"no data: no run in family {family} has a cost on an unseen device\n"
-                            f"(none of {', '.join(UNSEEN_COSTS)})")
-        return None
-    ax = cell_table(fig, data)
-    set_title(ax, f"{title}\nmean ± s.e. over seeds; cost source: {cost_source_text(family_obj)}",
-              width=int(11 * fig.get_figwidth()))
-    return reference_note(family_obj)
+    drawn = draw_table_figure(
+        fig, hardware_table(family_obj), f"{family}: quality and cost on the unseen device per method",
+        f"mean ± s.e. over seeds; cost source: {cost_source_text(family_obj)}",
+        f"no data: no run in family {family} has a cost on an unseen device\n(none of {', '.join(UNSEEN_COSTS)})")
+    return reference_note(family_obj) if drawn else None
 
 
 def hardware_table_size(family_obj: dict) -> tuple[float, float]:

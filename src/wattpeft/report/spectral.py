@@ -23,10 +23,10 @@ from matplotlib.figure import Figure
 
 from wattpeft.report.aggregate import MAXIMIZE, combined_energy_source, energy_table_source
 from wattpeft.report.drawing import (
-    cell_table,
     UNAVAILABLE,
     budget_text,
     budgets_in_order,
+    draw_table_figure,
     energy_source_label,
     format_value,
     group_stats,
@@ -34,7 +34,6 @@ from wattpeft.report.drawing import (
     metric_label,
     missing_energy_text,
     no_data,
-    set_title,
 )
 from wattpeft.report.stats import is_number
 
@@ -229,16 +228,13 @@ def draw_spectral_table(fig: Figure, family: str, family_obj: dict) -> str | Non
     """Per group: primary metric, modelled energy (whole forward, adapter path), measured energy
     with its source, p99 latency, controller parameters and the adapter's FLOP share."""
     data = spectral_table(family_obj)
-    title = f"{family}: quality, energy, latency and controller size per method"
-    if not data["has_data"]:
-        no_data(fig, title, f"no data: no run in family {family} reports modelled energy or gate "
-                            f"controllers\n(none of {', '.join(SPECTRAL_METRICS)})")
-        return None
-    ax = cell_table(fig, data)
-    set_title(ax, f"{title}\nmean ± s.e. over seeds; modelled = priced by the energy table "
-                  f"({data['table_source'] or 'none recorded'}), not measured",
-              width=int(11 * fig.get_figwidth()))
-    return energy_table_note(family_obj)
+    drawn = draw_table_figure(
+        fig, data, f"{family}: quality, energy, latency and controller size per method",
+        f"mean ± s.e. over seeds; modelled = priced by the energy table "
+        f"({data['table_source'] or 'none recorded'}), not measured",
+        f"no data: no run in family {family} reports modelled energy or gate "
+        f"controllers\n(none of {', '.join(SPECTRAL_METRICS)})")
+    return energy_table_note(family_obj) if drawn else None
 
 
 def spectral_table_size(family_obj: dict) -> tuple[float, float]:
