@@ -65,6 +65,9 @@ class AdapterMethod(ABC):
     name: str = ""
     config_class: type[MethodConfig] = MethodConfig  # the method's config.Config
     extra_params_per_rank: int = 0  # what one rank carries besides an A row and a B column
+    # False: the method's size is fixed by its own config (dictionary atoms, a router), not by
+    # the shared budget rule; its stats still report the achieved budget (rank_rule "config").
+    sized_by_budget: bool = True
 
     # What hardening does, in the export card.
     hardening_note = "merged adapter weights into the base weights (peft merge_and_unload, safe_merge)"
