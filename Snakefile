@@ -27,6 +27,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/harden.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/continual.smk"
 include: "workflow/rules/report.smk"
 
 

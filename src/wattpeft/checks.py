@@ -90,12 +90,13 @@ def dataset_task(spec: dict[str, Any]) -> str | None:
 
 def _family_problems(cfg: dict) -> Iterator[str]:
     from .config import method_params
-    from .evaluation.outputs import metrics_of_task
+    from .evaluation.outputs import STREAM, metrics_of_task
     from .methods import METHODS, method_config
 
     for fam_name, fam in cfg["families"].items():
         where = f"families.{fam_name}"
-        task = dataset_task(cfg["datasets"][fam["dataset"]])
+        task = STREAM if "stream" in fam else dataset_task(cfg["datasets"][fam["dataset"]])
+        yield from _stream_problems(where, fam, cfg)
         primary = fam["primary_metric"]["name"]
         if task is not None and primary not in metrics_of_task(task):
             yield (f"{where}.primary_metric.name: {primary!r} is not produced by a {task} task; "
@@ -110,6 +111,22 @@ def _family_problems(cfg: dict) -> Iterator[str]:
                 yield (f"{where}.methods.{method}: trains after {', '.join(missing)}'s run of the same budget and "
                        f"seed (its registry entry, methods/__init__.py); add {', '.join(missing)} to the family's methods")
         yield from _claim_problems(where, fam, None if task is None else metrics_of_task(task))
+
+
+def _stream_problems(where: str, fam: dict, cfg: dict) -> Iterator[str]:
+    """A stream family trains continual methods (registry Entry.continual) on text-to-text
+    tasks; a one-dataset family trains none of them (they need a stream's task calls)."""
+    from .methods import METHODS
+
+    in_stream = "stream" in fam
+    for method in fam["methods"]:
+        if method in METHODS and METHODS[method].continual != in_stream:
+            yield (f"{where}.methods.{method}: " + ("not a continual method (registry Entry.continual): a stream "
+                   "family trains only continual ones" if in_stream else "a continual method needs a family with a stream"))
+    for i, name in enumerate(fam["stream"]["tasks"] if in_stream else []):
+        if cfg["datasets"][name].get("cast") != "text2text":
+            yield (f"{where}.stream.tasks[{i}]: dataset {name!r} needs cast: text2text (the decoder reads every "
+                   "task of a stream as prompt -> target)")
 
 
 # A method's need (registry Entry.needs) -> the family section that provides it.

@@ -147,11 +147,9 @@ def check_references(cfg: dict[str, Any], source: str = "config") -> None:
             raise ConfigError(
                 f"{where}.model: unknown model {fam['model']!r}; defined: {sorted(cfg['models'])}"
             )
-        if fam["dataset"] not in cfg["datasets"]:
-            raise ConfigError(
-                f"{where}.dataset: unknown dataset {fam['dataset']!r}; "
-                f"defined: {sorted(cfg['datasets'])}"
-            )
+        for field, name in family_dataset_fields(fam):
+            if name not in cfg["datasets"]:
+                raise ConfigError(f"{where}.{field}: unknown dataset {name!r}; defined: {sorted(cfg['datasets'])}")
         for method in fam["methods"]:
             if method not in known:
                 raise ConfigError(f"{where}.methods.{method}: unknown method; known: {sorted(known)}")
@@ -161,6 +159,35 @@ def check_references(cfg: dict[str, Any], source: str = "config") -> None:
             f"{source}: report.headline_family: unknown family {headline!r}; "
             f"defined: {sorted(cfg['families'])}"
         )
+
+
+def family_datasets(fam: dict[str, Any]) -> list[str]:
+    """The datasets a family trains on: its one dataset, or its stream's tasks in order."""
+    return list(fam["stream"]["tasks"]) if "stream" in fam else [fam["dataset"]]
+
+
+def family_dataset_fields(fam: dict[str, Any]) -> list[tuple[str, str]]:
+    """(config field, dataset name) of each dataset a family names, for error messages."""
+    if "stream" in fam:
+        return [(f"stream.tasks[{i}]", name) for i, name in enumerate(fam["stream"]["tasks"])]
+    return [("dataset", fam["dataset"])]
+
+
+def dataset_view(cfg: dict[str, Any], fam: dict[str, Any]) -> dict[str, Any]:
+    """A run's `dataset`: the family's dataset spec, or a stream's task specs in order."""
+    if "stream" in fam:
+        tasks = [{"name": name, **cfg["datasets"][name]} for name in fam["stream"]["tasks"]]
+        return {"name": "stream", "tasks": tasks, **{k: v for k, v in fam["stream"].items() if k != "tasks"}}
+    return {"name": fam["dataset"], **cfg["datasets"][fam["dataset"]]}
+
+
+def model_view(cfg: dict[str, Any], fam: dict[str, Any]) -> dict[str, Any]:
+    """A run's `model`: the model spec, plus the backbone precision when the family sets one
+    (absent for the fp32 default, so existing runs keep their config hashes)."""
+    model = {"name": fam["model"], **cfg["models"][fam["model"]]}
+    if fam.get("backbone_precision", "fp32") != "fp32":
+        model["precision"] = fam["backbone_precision"]
+    return model
 
 
 @dataclass(frozen=True)
@@ -229,8 +256,8 @@ def resolve_run_config(cfg: dict[str, Any], run_id: str) -> dict[str, Any]:
         "budget": key.budget,
         "seed": key.seed,
         "mode": cfg["mode"],
-        "model": {"name": fam["model"], **cfg["models"][fam["model"]]},
-        "dataset": {"name": fam["dataset"], **cfg["datasets"][fam["dataset"]]},
+        "model": model_view(cfg, fam),
+        "dataset": dataset_view(cfg, fam),
         "primary_metric": fam["primary_metric"],
         "training": training,
         "optuna": optuna,

@@ -8,6 +8,7 @@ from wattpeft import codehash
 from wattpeft.config import (
     canonical,
     config_view,
+    family_datasets,
     iter_runs,
     parse_run_id,
     resolve_run_config,
@@ -38,6 +39,15 @@ DEFAULT_FAMILIES = [name for name, fam in CFG["families"].items() if fam.get("in
 # (Read without workflow.cores, which raises where no --cores is given: --unlock, --report.)
 WHOLE_HOST = workflow.global_resources["_cores"].value or 1
 MEASURE_THREADS = CFG["profiling"]["measure_threads"]
+
+
+# Runs of stream families (a `stream` of tasks, rules/continual.smk) and runs of one-dataset
+# families (train/harden/profile/evaluate.smk) write the same files by different rules: each
+# of those rules matches only its own kind of run.
+STREAM_FAMILIES = [name for name, fam in CFG["families"].items() if "stream" in fam]
+_RUN_TAIL = r"--[a-z0-9_]+--b[0-9.]+--s[0-9]+"
+STREAM_RUN = (f"(?:{'|'.join(STREAM_FAMILIES)})" if STREAM_FAMILIES else "(?!)") + _RUN_TAIL
+ONE_DATASET_RUN = "".join(f"(?!{name}--)" for name in STREAM_FAMILIES) + r"[a-z][a-z0-9_]*" + _RUN_TAIL
 
 
 wildcard_constraints:
@@ -122,6 +132,12 @@ def family_inputs(family):
         "data": data_dir(fam["dataset"], fam["model"]),
         "model": model_dir(fam["model"]),
     }
+
+
+def stream_inputs(wildcards):
+    """A stream run's inputs: every task's tokenised data, in stream order, and the backbone."""
+    fam = CFG["families"][parse_run_id(wildcards.run).family]
+    return {"data": [data_dir(name, fam["model"]) for name in family_datasets(fam)], "model": model_dir(fam["model"])}
 
 
 def run_inputs(wildcards):

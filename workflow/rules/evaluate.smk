@@ -18,6 +18,8 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{run}.tsv"
     threads: WHOLE_HOST  # it times latency: a measuring job
+    wildcard_constraints:
+        run=ONE_DATASET_RUN,
     conda:
         "../../envs/wattpeft.yaml"
     params:

@@ -36,6 +36,8 @@ rule finetune:
         "logs/finetune/{run}.log",
     benchmark:
         "benchmarks/finetune/{run}.tsv"
+    wildcard_constraints:
+        run=ONE_DATASET_RUN,
     conda:
         "../../envs/wattpeft.yaml"
     params:

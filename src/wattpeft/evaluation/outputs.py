@@ -21,5 +21,19 @@ RUN_METRICS = (
 )  # fmt: skip
 
 
+# A stream run (a continual family: one adapter over a stream of tasks): everything is
+# derived from its accuracy matrix (evaluation/continual.py), its stored adapter, and the
+# side-by-side latency of the bare and the adapted backbone (stages/continual.py).
+STREAM_METRICS = (
+    "retained_auc", "average_accuracy", "bwt_pp", "forgetting_max_pp", "forgetting_first_pp", "fwt_pp",
+    "extra_memory_mb", "cpu_latency_overhead_pct", "backbone_latency_ms", "adapter_latency_ms",
+    "energy_j_per_task", "adapter_norm_max", "adapter_norm_final",
+    "train_time_s", "trainable_params", "achieved_budget_pct",
+)  # fmt: skip
+STREAM = "stream"  # the task name of a stream family's runs
+
+
 def metrics_of_task(task: str) -> tuple[str, ...]:
+    if task == STREAM:
+        return STREAM_METRICS
     return TASK_METRICS[task] + RUN_METRICS

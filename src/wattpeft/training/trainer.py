@@ -126,6 +126,7 @@ class Trainer:
         evaluate: EvalFn | None = None,
         progress: bool = True,
         on_step_end: StepHook | None = None,
+        record_fields: Callable[[], dict[str, Any]] | None = None,
     ):
         self.cfg = run_cfg
         self.training = run_cfg["training"]
@@ -137,6 +138,8 @@ class Trainer:
         self.evaluate = evaluate
         self.progress = progress
         self.on_step_end = on_step_end
+        # Values the caller adds to every training record (a stream: the adapter's norm).
+        self.record_fields = record_fields
         self.schedule = plan_schedule(len(train_rows), self.training)
 
     def _setup(self):
@@ -358,6 +361,7 @@ class Trainer:
             "skipped_steps": position.skipped_steps,
             "elapsed_s": round(position.elapsed_s, 3),
             **self.method.log_fields(),
+            **(self.record_fields() if self.record_fields else {}),
         }
 
     def _eval_record(self, position) -> dict[str, Any]:
