@@ -43,6 +43,8 @@ METHODS: dict[str, Entry] = {
     "hest_fp16": Entry("wattpeft.methods.hest_fp16", after=("tabs",), needs=("energy_table",)),
     "hest_soft": Entry("wattpeft.methods.hest_soft", after=("tabs",), needs=("energy_table",)),
     "hest_unfactorised": Entry("wattpeft.methods.hest_unfactorised", after=("tabs",), needs=("energy_table",)),
+    "lora_ewc": Entry("wattpeft.methods.lora_ewc"),
+    "lilac": Entry("wattpeft.methods.lilac"),
     "digase": Entry("wattpeft.methods.digase"),
     "echorda": Entry("wattpeft.methods.echorda", needs=("device_table",)),
     "metas_peft": Entry("wattpeft.methods.metas_peft", needs=("surrogate",)),

@@ -14,10 +14,16 @@ Two estimators of the diagonal Fisher F_k = E[(d log p(y|x) / d theta_k)^2]:
 The EWC penalty is lambda / 2 * sum_k F_k (theta_k - theta*_k)^2 over the anchored
 parameters, zero at the anchor. Online EWC (Schwarz et al. 2018): after each task the
 Fisher is gamma * F_old + F_task and the anchor moves to the current parameters.
+
+`EwcStream` is that consolidation as a continual method's mixin (end_task, extra_loss logged
+as `loss_ewc`, resumable state, the Fisher and anchor saved beside the adapter): LoRA-EWC and
+LILAC differ only in the parameters they anchor (`ewc_params`).
 """
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -116,3 +122,68 @@ class EWC:
         self.strength, self.gamma = float(state["strength"]), float(state["gamma"])
         self.fisher = {k: v.clone() for k, v in state["fisher"].items()}
         self.anchor = {k: v.clone() for k, v in state["anchor"].items()}
+
+
+class EwcStream:
+    """Mixin (before ContinualMethod in the bases) for a continual method that consolidates with
+    online EWC after each task: LoRA-EWC and LILAC. Its config holds `ewc_lambda`, `ewc_gamma`
+    and `fisher_samples` (lora_ewc/config.py: `EwcConfig`); the method names the parameters EWC
+    anchors in `ewc_params` (the adapter's, not the task head's)."""
+
+    EWC_FILE = "ewc_state.safetensors"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.ewc = EWC(self.config.ewc_lambda, self.config.ewc_gamma)
+        self._ewc_loss: float | None = None
+
+    def ewc_params(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """The anchored parameters by name (the same names after `load`)."""
+        raise NotImplementedError
+
+    def ewc_stats(self) -> dict[str, Any]:
+        return {"ewc_lambda": self.ewc.strength, "ewc_gamma": self.ewc.gamma,
+                "fisher_samples": self.config.fisher_samples, "fisher_estimator": "per-sample"}
+
+    def end_task(self, model: nn.Module, task_index: int, per_sample_batches: Iterable[Batch]) -> None:
+        """Per-sample Fisher from the task's first `fisher_samples` rows, then consolidate."""
+        params = self.ewc_params(model)
+        rows = itertools.islice(per_sample_batches, self.config.fisher_samples)
+        self.ewc.consolidate(params, per_sample_fisher(model, params, rows))
+
+    def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        penalty = self.ewc.penalty(self.ewc_params(model))
+        self._ewc_loss = None if penalty is None else float(penalty.detach())
+        return penalty
+
+    def loss_terms(self) -> dict[str, float]:
+        # 0 before the first consolidation, so every record of a stream has the column.
+        return {"loss_ewc": self._ewc_loss or 0.0}
+
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        return {**super().state_dict(model), "task": self.current_task, "ewc": self.ewc.state_dict()}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        super().load_state_dict(model, state)
+        self.current_task = int(state["task"])
+        self.ewc.load_state_dict(state["ewc"])
+
+    def save_ewc(self, out_dir: Path) -> None:
+        """Fisher and anchor as safetensors (part of the adapter as stored)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"{kind}/{name}": t.contiguous().cpu() for kind in ("fisher", "anchor")
+                   for name, t in getattr(self.ewc, kind).items()}
+        meta = {"strength": str(self.ewc.strength), "gamma": str(self.ewc.gamma), "task": str(self.current_task)}
+        save_file(tensors, str(Path(out_dir) / self.EWC_FILE), metadata=meta)
+
+    def load_ewc(self, adapter_dir: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(Path(adapter_dir) / self.EWC_FILE), framework="pt") as f:
+            meta = f.metadata()
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        parts = {kind: {k.split("/", 1)[1]: t for k, t in tensors.items() if k.startswith(f"{kind}/")}
+                 for kind in ("fisher", "anchor")}
+        self.ewc.load_state_dict({"strength": meta["strength"], "gamma": meta["gamma"], **parts})
+        self.current_task = int(meta["task"])
