@@ -43,6 +43,10 @@ METRIC_DIRECTIONS: dict[str, str | None] = {
     "e_max_worst_ratio": MINIMIZE, "adapter_flop_share": MINIMIZE,
     "modelled_tokens_per_sample": None,  # the inputs' length: neither better nor worse
     "hypervolume_4d": MAXIMIZE, "on_device_measurements": MINIMIZE,
+    # A task stream's metrics (evaluation/continual.py) and its deployment costs.
+    "retained_auc": MAXIMIZE, "bwt_pp": MAXIMIZE, "fwt_pp": MAXIMIZE,
+    "forgetting_max_pp": MINIMIZE, "forgetting_first_pp": MINIMIZE,
+    "cpu_latency_overhead_pct": MINIMIZE, "adapter_latency_ms": MINIMIZE, "energy_j_per_task": MINIMIZE,
 }
 # Families of metrics named by prefix (latency_p50_ms, energy_j_per_sample_net, ...).
 PREFIX_DIRECTIONS = (
@@ -465,7 +469,7 @@ def _run_provenance(run: dict) -> dict:
     record = {key: run[key] for key in keys}
     for optional in ("energy_reason", "energy_flags", "energy_windows", "budget_achieved_pct",
                      "model", "dataset", "task", "n_test", "per_module", "per_layer", "energy_table",
-                     "device_cost"):
+                     "device_cost", "continual"):
         record[optional] = run.get(optional)
     record["metrics_file"] = run["_path"]
     return record

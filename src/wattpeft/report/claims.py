@@ -34,6 +34,8 @@ the bound breaks the claim.
 * at_most: every seed's value of `metric` for `method` is at most `limit`. Holds if the
   largest is; does not hold if any seed exceeds it (the row reports the largest);
   inconclusive if none exceeds it but a seed has no value.
+* at_least: the mirror image: every seed's value is at least `limit` (the row reports the
+  smallest), e.g. a baseline that forgets at least 5 pp.
 * ratio_at_least: per seed s, R_s = `metric` of `method` / `against_metric` (default:
   `metric`) of `against`, both from seed s. Holds if the smallest R_s is at least `ratio`;
   does not hold if some R_s is below it (the row reports the smallest); inconclusive if
@@ -43,7 +45,7 @@ Exact metrics (`exact: true`): a value fixed by the configuration, such as a par
 count, for which n = 1 is as good as any n. Every seed of a compared group must give the
 same value (otherwise: not comparable here, the metric is not exact), and the claim is
 judged from these values: matches |d| <= tolerance, better d > 0 (oriented as above),
-ratio_at_most R <= ratio, value |d| <= tolerance; at_most and ratio_at_least as above.
+ratio_at_most R <= ratio, value |d| <= tolerance; at_most, at_least and ratio_at_least as above.
 
 Modelled numbers: a claim on a metric priced by the energy table (modelled_*, e_max_*;
 aggregate.is_modelled) is flagged `modelled` in its row, in the table's claim cell and in
@@ -63,7 +65,7 @@ Before any of that:
   2 seeds with a value in any compared group (n = 1 has no spread, hence no interval); the
   row still reports the point value (`point_estimate`).
 
-Any other claim (matches, better, ratios, at_most) measured by the seed in another setting
+Any other claim (matches, better, ratios, at_most, at_least) measured by the seed in another setting
 is still tested here, and its row carries a `setting_note`: the seed's absolute values do
 not transfer, the relation may (an at_most limit should be setting-free, such as a ratio).
 
@@ -88,18 +90,23 @@ CONFIDENCE = 0.95
 HOLDS, FAILS, INCONCLUSIVE, NOT_COMPARABLE = "holds", "does not hold", "inconclusive at this n", "not comparable here"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_COMPARABLE)
 RELATIONS = ("matches", "better", "ratio_at_most", "ratio_at_least")  # `method` against another group
-BOUNDS = ("at_most", "ratio_at_least")  # judged on every seed's value, no interval
-COMPARISONS = (*RELATIONS, "value", "at_most")
+LIMITS = ("at_most", "at_least")  # `method`'s own values against `limit`
+BOUNDS = (*LIMITS, "ratio_at_least")  # judged on every seed's value, no interval
+COMPARISONS = (*RELATIONS, "value", *LIMITS)
 INTERVAL, EXACT, EVERY_SEED = "95% interval", "exact", "every seed"  # how a claim is judged
 NO_CLAIMS = "no claims declared"
 CLAIMS_JSON, CLAIMS_MD, CLAIMS_HTML = "claims.json", "claims.md", "claims.html"
 
 # Metrics on [0, 1] shown as percent (differences in percentage points).
-PERCENT_METRICS = ("accuracy", "macro_f1", "f1", "average_accuracy", "auc_retained_accuracy", "share_within_10pct")
+PERCENT_METRICS = ("accuracy", "macro_f1", "f1", "average_accuracy", "auc_retained_accuracy", "retained_auc",
+                   "share_within_10pct")
 JOULE_METRIC = re.compile(r"(?:^|_)j(?:_|$)")  # energy_j_per_sample, modelled_adapter_j_long_sample, e_max_j
 SI_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"))
 # Metrics already in percent (a surrogate's MAPE per target): no unit of their own target.
 PERCENT_VALUED_PREFIXES = ("surrogate_mape_",)
+# Metrics named for the unit they are in: *_pct in percent (a difference of two in pp),
+# *_pp in percentage points already (forgetting_max_pp, bwt_pp: differences of scores).
+PERCENT_SUFFIX, POINTS_SUFFIX = "_pct", "_pp"
 
 
 class _Verdict(Exception):
@@ -127,8 +134,10 @@ def _joule_scale(reference: float) -> tuple[float, str]:
 
 
 def _unit(metric: str, diff: bool = False, ref: float | None = None) -> str:
-    if _is_percent(metric) or metric.startswith(PERCENT_VALUED_PREFIXES):
+    if _is_percent(metric) or metric.startswith(PERCENT_VALUED_PREFIXES) or metric.endswith(PERCENT_SUFFIX):
         return " pp" if diff else "%"
+    if metric.endswith(POINTS_SUFFIX):
+        return " pp"
     if JOULE_METRIC.search(metric):
         return _joule_scale(ref or 0.0)[1]
     for suffix, unit in (("_ms", " ms"), ("_s", " s"), ("_w", " W"), ("_mb", " MB")):
@@ -144,6 +153,8 @@ def _num(metric: str, value: float, diff: bool = False, ref: float | None = None
         return f"{100 * value:{sign}.1f}"
     if metric.startswith(PERCENT_VALUED_PREFIXES):
         return f"{value:{sign}.1f}"
+    if metric.endswith((PERCENT_SUFFIX, POINTS_SUFFIX)):
+        return f"{value:{sign}.2f}"
     if JOULE_METRIC.search(metric):
         return f"{value / _joule_scale(value if ref is None else ref)[0]:{sign}.4g}"
     if metric.endswith("_s") or metric.endswith("_ms"):
@@ -198,8 +209,8 @@ def format_estimate(metric: str, estimate: dict | None, point: dict | None = Non
         return f"{_point_text(metric, estimate)} (exact)"
     n = len(estimate["per_seed"])
     seeds = f"{n} seed{'s' if n != 1 else ''}"
-    if estimate["kind"] == "max":
-        return f"max {format_value(metric, estimate['value'])} ({seeds})"
+    if estimate["kind"] in ("max", "min"):
+        return f"{estimate['kind']} {format_value(metric, estimate['value'])} ({seeds})"
     return f"ratio {_ratio(estimate['value'])} (smallest of {seeds})"
 
 
@@ -320,7 +331,7 @@ def _seed_estimate(claim: dict, direction: str | None) -> dict | None:
     if comparison == "value":
         value = values.get(method)
         return None if value is None else {"kind": "value", "value": value}
-    if comparison == "at_most" or (claim.get("against_metric") or claim["metric"]) != claim["metric"]:
+    if comparison in LIMITS or (claim.get("against_metric") or claim["metric"]) != claim["metric"]:
         return None  # per-method seed values of one metric say nothing about these
     if method not in values or against not in values:
         return None
@@ -382,8 +393,8 @@ def _bound_text(claim: dict) -> str:
         return f"≤ {_ratio(claim['ratio'])}"
     if comparison == "ratio_at_least":
         return f"≥ {_ratio(claim['ratio'])}"
-    if comparison == "at_most":
-        return f"≤ {format_value(metric, claim['limit'])}"
+    if comparison in LIMITS:
+        return f"{'≤' if comparison == 'at_most' else '≥'} {format_value(metric, claim['limit'])}"
     return ""
 
 
@@ -531,28 +542,35 @@ def _plural(n: int, word: str = "seed") -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
+def _judge_limit(claim: dict, side: dict) -> tuple[str, str, dict]:
+    """at_most: the largest value over seeds against `limit`; at_least: the smallest."""
+    metric, at_most = claim["metric"], claim["comparison"] == "at_most"
+    values = {seed: v for seed, v in side["values"].items() if is_number(v)}
+    missing = [seed for seed in side["values"] if seed not in values]
+    worst_seed = (max if at_most else min)(values, key=values.get)
+    worst, limit = values[worst_seed], claim["limit"]
+    estimate = {"kind": "max" if at_most else "min", "value": worst, "basis": EVERY_SEED, "seed": worst_seed,
+                "per_seed": {str(seed): v for seed, v in values.items()}}
+    shown, limit_text = format_value(metric, worst), format_value(metric, limit)
+    extreme, past, within = ("largest", "exceeds", "≤") if at_most else ("smallest", "falls below", "≥")
+    of = f"the {extreme} of {_plural(len(values))}"
+    if (worst > limit) if at_most else (worst < limit):
+        return FAILS, (f"Seed {worst_seed} of {side['method']} {past} the limit: {metric} {shown} "
+                       f"{'>' if at_most else '<'} {limit_text} ({of})."), estimate
+    if missing:
+        return INCONCLUSIVE, (f"No seed {past} the limit {limit_text} ({extreme} {shown}), but {side['method']} "
+                              f"seed(s) {missing} have no {metric} value."), estimate
+    return HOLDS, (f"Every {side['method']} seed is within the limit: {metric} {shown} (seed {worst_seed}, "
+                   f"{of}) {within} {limit_text}."), estimate
+
+
 def _judge_every_seed(claim: dict, ours: dict) -> tuple[str, str, dict]:
-    """at_most: the largest value over seeds against `limit`; ratio_at_least: the smallest
-    per-seed ratio against `ratio`. One seed past the bound breaks the claim."""
-    metric, comparison = claim["metric"], claim["comparison"]
+    """at_most / at_least: the extreme value over seeds against `limit` (_judge_limit);
+    ratio_at_least: the smallest per-seed ratio against `ratio`. One seed past the bound
+    breaks the claim."""
     first, second = _first_two(ours)
-    if comparison == "at_most":
-        values = {seed: v for seed, v in first["values"].items() if is_number(v)}
-        missing = [seed for seed in first["values"] if seed not in values]
-        worst_seed = max(values, key=values.get)
-        worst, limit = values[worst_seed], claim["limit"]
-        estimate = {"kind": "max", "value": worst, "basis": EVERY_SEED, "seed": worst_seed,
-                    "per_seed": {str(seed): v for seed, v in values.items()}}
-        shown, limit_text = format_value(metric, worst), format_value(metric, limit)
-        of = f"the largest of {_plural(len(values))}"
-        if worst > limit:
-            return FAILS, (f"Seed {worst_seed} of {first['method']} exceeds the limit: {metric} {shown} > "
-                           f"{limit_text} ({of})."), estimate
-        if missing:
-            return INCONCLUSIVE, (f"No seed exceeds the limit {limit_text} (largest {shown}), but {first['method']} "
-                                  f"seed(s) {missing} have no {metric} value."), estimate
-        return HOLDS, (f"Every {first['method']} seed is within the limit: {metric} {shown} (seed {worst_seed}, "
-                       f"{of}) ≤ {limit_text}."), estimate
+    if claim["comparison"] in LIMITS:
+        return _judge_limit(claim, first)
     ratios, unpaired = {}, []
     for seed in dict.fromkeys([*first["values"], *second["values"]]):
         numerator, denominator = first["values"].get(seed), second["values"].get(seed)

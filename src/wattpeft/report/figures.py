@@ -10,7 +10,8 @@ and every figure names its energy source in a footer: 'estimated' and
 
 Shared labels, formats and "no data" sentences live in drawing.py; the spectral kinds
 (gate_utilisation, spectral_table) in spectral.py, the hardware-surrogate kinds
-(surrogate_accuracy, hardware_table) in hardware.py. A kind may return a note that the
+(surrogate_accuracy, hardware_table) in hardware.py, the continual kinds (retained_accuracy,
+accuracy_matrix, adapter_norm) in continual.py. A kind may return a note that the
 footer prints above the energy source (what the data is, e.g. which energy table).
 """
 
@@ -31,7 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from wattpeft.report import hardware, spectral
+from wattpeft.report import continual, hardware, spectral
 from wattpeft.report.aggregate import MAXIMIZE, MEASURED_ENERGY_SOURCES
 from wattpeft.report.drawing import (
     ENERGY_SOURCE_LABELS,
@@ -592,8 +593,8 @@ def _delta_line(ax: Axes, grid: LayerGrid, module_stats: dict, kind: str, method
 
 # A kind draws onto the figure and may return a note for the footer (what the data is).
 FigureKind = Callable[[Figure, str, dict], "str | None"]
-# draw_<kind> from this module, or from spectral.py / hardware.py for their kinds.
-KIND_MODULES = (spectral, hardware)
+# draw_<kind> from this module, or from spectral.py / hardware.py / continual.py for their kinds.
+KIND_MODULES = (spectral, hardware, continual)
 
 
 def _draw_function(kind: str) -> FigureKind:
