@@ -122,7 +122,7 @@ def test_missing_column_names_column_and_file(reviews_csv, tmp_path):
     "cfg, pattern",
     [
         ({"source": "asset", "asset": "no-such-asset"}, "asset 'no-such-asset' has no reader"),
-        ({"source": "hub", "hub": "glue/mnli"}, "unknown hub dataset 'glue/mnli'"),
+        ({"source": "hub", "hub": "glue/wnli"}, "unknown hub dataset 'glue/wnli'"),
         ({"source": "s3"}, "source must be one of"),
         ({"source": "local", "path": "/nonexistent/x.csv", "task": "classification"}, "does not exist"),
         ({"source": "local", "path": "x.csv", "task": "regression"}, "task in"),

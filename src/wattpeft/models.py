@@ -31,7 +31,7 @@ def load_backbone(source: str | Path, task: str, label_names: list[str] | None =
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
         )
-    elif task in ("summarisation", "lm"):
+    elif task in ("summarisation", "lm", "text2text"):
         model = AutoModelForCausalLM.from_pretrained(source)
     else:
         raise ValueError(f"unsupported task {task!r}")

