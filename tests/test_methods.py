@@ -124,8 +124,11 @@ def test_config_is_typed_and_shares_the_common_fields(name):
 def test_a_method_refuses_alpha_exactly_when_it_has_no_lora_scaling(name):
     from wattpeft.methods.spectral_config import GateConfig
 
+    # Configs that declare no LoRA scaling (GateConfig's): the spectral methods, and HIMALAYA,
+    # whose update is self-normalised.
     if issubclass(method_config(name), GateConfig):
-        with pytest.raises(MethodConfigError, match=rf"{name}\.alpha: is a LoRA scaling; spectral methods have none"):
+        reason = "spectral methods have none" if issubclass(get_method(name), SpectralMethod) else f"{name}'s .* has none"
+        with pytest.raises(MethodConfigError, match=rf"{name}\.alpha: is a LoRA scaling; {reason}"):
             method_config(name).from_params({"alpha": 16}, where=name)
     else:
         assert method_config(name).from_params({"alpha": 16}).alpha == 16.0
@@ -402,8 +405,8 @@ def test_a_roberta_head_is_not_a_target(name):
 
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(RobertaConfig(
-        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=40, num_labels=2))
+        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=40, num_labels=2))  # MLP as wide as the model: every dense is square (HIMALAYA)
     # Every linear layer of a block (the default of most methods; gated LoRA's is q and v).
     method = make_method(name, {**default_params(name), "target_modules": ["query", "key", "value", "dense"]})
     method.attach(model)  # raises if peft built other parameters than the rule counted

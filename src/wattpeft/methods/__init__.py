@@ -48,6 +48,7 @@ METHODS: dict[str, Entry] = {
     "digase": Entry("wattpeft.methods.digase"),
     "echorda": Entry("wattpeft.methods.echorda", needs=("device_table",)),
     "metas_peft": Entry("wattpeft.methods.metas_peft", needs=("surrogate",)),
+    "himalaya": Entry("wattpeft.methods.himalaya"),
 }
 
 
