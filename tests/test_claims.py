@@ -478,7 +478,7 @@ def test_the_spectral_claims_on_spectral_runs(tmp_path, raw):
         ({"limit": "one"}, "families.fwlora_rt.claims.0.limit"),
         # beyond the schema (checks.py): fields a comparison would ignore, unknown metrics
         ({"against_metric": "mcc"}, "families.fwlora_rt.claims[0].against_metric: only a ratio"),
-        ({"limit": 1.0}, "families.fwlora_rt.claims[0].limit: only at_most has a limit"),
+        ({"limit": 1.0}, "families.fwlora_rt.claims[0].limit: only at_most and at_least have a limit"),
         ({"comparison": "at_most", "limit": 1.0, "tolerance": None}, "families.fwlora_rt.claims[0].against: at_most bounds"),
         ({"comparison": "ratio_at_least", "ratio": 1.8, "against_metric": "e_max"},
          "families.fwlora_rt.claims[0].against_metric: 'e_max' is not a metric"),

@@ -9,7 +9,7 @@ import yaml
 from wattpeft.methods import METHODS, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("assets", "data", "devices", "train", "harden", "profile", "evaluate", "report")
+STAGES = ("assets", "data", "devices", "train", "harden", "profile", "evaluate", "continual", "report")
 
 
 def test_one_rule_file_per_stage_plus_common():

@@ -75,10 +75,16 @@ def _dataset_problems(cfg: dict, base_dir: Path) -> Iterator[str]:
         ratios = spec.get("split_ratios")
         if ratios and abs(sum(ratios) - 1.0) > 1e-6:
             yield f"{where}.split_ratios: {ratios} sum to {sum(ratios):g}, not 1"
+        if "cast" in spec:
+            from .data.hub import config_cast_problems
+
+            yield from config_cast_problems(where, spec)
 
 
 def dataset_task(spec: dict[str, Any]) -> str | None:
     """The task a dataset's rows have, known without reading them (None: unknown asset)."""
+    if spec.get("cast"):
+        return spec["cast"]
     if spec["source"] == "local":
         return spec["task"]
     if spec["source"] == "hub":
@@ -123,6 +129,14 @@ def _stream_problems(where: str, fam: dict, cfg: dict) -> Iterator[str]:
         if method in METHODS and METHODS[method].continual != in_stream:
             yield (f"{where}.methods.{method}: " + ("not a continual method (registry Entry.continual): a stream "
                    "family trains only continual ones" if in_stream else "a continual method needs a family with a stream"))
+    for method, entry in fam["methods"].items() if in_stream else ():
+        trials = {**cfg["optuna"], **fam.get("optuna", {}), **entry.get("optuna", {})}["n_trials"]
+        if trials and cfg["mode"] == "full":
+            yield (f"{where}.methods.{method}: optuna.n_trials is {trials}; a stream is not searched (each trial "
+                   "would train the whole stream): set optuna: {n_trials: 0} in the family")
+    if not in_stream and cfg["datasets"][fam["dataset"]].get("cast"):
+        yield (f"{where}.dataset: {fam['dataset']!r} is cast as text2text, which only a stream's tasks are "
+               "(name it in a family's stream)")
     for i, name in enumerate(fam["stream"]["tasks"] if in_stream else []):
         if cfg["datasets"][name].get("cast") != "text2text":
             yield (f"{where}.stream.tasks[{i}]: dataset {name!r} needs cast: text2text (the decoder reads every "
@@ -218,6 +232,7 @@ CLAIM_METRICS = (
       for target in ("energy_j", "latency_ms", "peak_power_w")),
 )  # fmt: skip
 RATIO_COMPARISONS = ("ratio_at_most", "ratio_at_least")
+LIMIT_COMPARISONS = ("at_most", "at_least")
 
 
 def _claim_problems(where: str, fam: dict, known_metrics: tuple[str, ...] | None) -> Iterator[str]:
@@ -241,10 +256,10 @@ def _claim_problems(where: str, fam: dict, known_metrics: tuple[str, ...] | None
         if "against_metric" in claim and comparison not in RATIO_COMPARISONS:
             yield (f"{at}.against_metric: only a ratio ({', '.join(RATIO_COMPARISONS)}) divides by another "
                    f"metric; {comparison} would ignore it")
-        if "limit" in claim and comparison != "at_most":
-            yield f"{at}.limit: only at_most has a limit; {comparison} would ignore it"
-        if comparison == "at_most" and "against" in claim:
-            yield f"{at}.against: at_most bounds {claim['method']!r}'s own values; it compares with no other method"
+        if "limit" in claim and comparison not in LIMIT_COMPARISONS:
+            yield f"{at}.limit: only at_most and at_least have a limit; {comparison} would ignore it"
+        if comparison in LIMIT_COMPARISONS and "against" in claim:
+            yield f"{at}.against: {comparison} bounds {claim['method']!r}'s own values; it compares with no other method"
 
 
 def _search_spaces(cfg: dict) -> Iterator[tuple[str, dict, list[str]]]:

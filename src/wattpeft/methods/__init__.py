@@ -31,6 +31,8 @@ class Entry:
     # Family artefacts read as inputs[name], by name (wattpeft/needs.py: "energy_table", the
     # profiled device's joules per FLOP; "device_table", "surrogate").
     needs: tuple[str, ...] = ()
+    # A continual method (methods/continual.py): trained over a family's stream of tasks.
+    continual: bool = False
 
 
 METHODS: dict[str, Entry] = {
@@ -43,12 +45,12 @@ METHODS: dict[str, Entry] = {
     "hest_fp16": Entry("wattpeft.methods.hest_fp16", after=("tabs",), needs=("energy_table",)),
     "hest_soft": Entry("wattpeft.methods.hest_soft", after=("tabs",), needs=("energy_table",)),
     "hest_unfactorised": Entry("wattpeft.methods.hest_unfactorised", after=("tabs",), needs=("energy_table",)),
-    "lora_ewc": Entry("wattpeft.methods.lora_ewc"),
-    "lilac": Entry("wattpeft.methods.lilac"),
     "digase": Entry("wattpeft.methods.digase"),
     "echorda": Entry("wattpeft.methods.echorda", needs=("device_table",)),
     "metas_peft": Entry("wattpeft.methods.metas_peft", needs=("surrogate",)),
-    "himalaya": Entry("wattpeft.methods.himalaya"),
+    "lora_ewc": Entry("wattpeft.methods.lora_ewc", continual=True),
+    "lilac": Entry("wattpeft.methods.lilac", continual=True),
+    "himalaya": Entry("wattpeft.methods.himalaya", continual=True),
 }
 
 

@@ -24,6 +24,7 @@ TASK_TYPES = {  # peft's TaskType member per task
     "classification": "SEQ_CLS",
     "summarisation": "CAUSAL_LM",
     "lm": "CAUSAL_LM",
+    "text2text": "CAUSAL_LM",  # a stream's tasks, cast as prompt -> target for a decoder
 }
 
 

@@ -14,6 +14,20 @@ from wattpeft.report.stats import is_number
 UNAVAILABLE = "unavailable"
 
 METRIC_LABELS = {
+    # Continual (stream) runs: all from the accuracy matrix (evaluation/continual.py).
+    "average_accuracy": "Average final score over all tasks (fraction, 0-1)",
+    "retained_auc": "Retained-accuracy AUC (normalised by T - 1, 0-1)",
+    "bwt_pp": "Backward transfer (pp)",
+    "fwt_pp": "Forward transfer over the bare backbone (pp)",
+    "forgetting_max_pp": "Forgetting (max-then-last, pp)",
+    "forgetting_first_pp": "Forgetting (first-then-last, pp)",
+    "extra_memory_mb": "Extra memory of the stored adapter (MB)",
+    "cpu_latency_overhead_pct": "CPU latency overhead (%, host CPU, not a Raspberry Pi)",
+    "backbone_latency_ms": "Bare backbone latency (ms, host CPU, not a Raspberry Pi)",
+    "adapter_latency_ms": "Adapted model latency (ms, host CPU, not a Raspberry Pi)",
+    "energy_j_per_task": "Energy (J per task)",
+    "adapter_norm_max": "Adapter norm, largest along the stream",
+    "adapter_norm_final": "Adapter norm at the end of the stream",
     "accuracy": "Accuracy (fraction, 0-1)",
     "mcc": "Matthews correlation (-1 to 1)",
     "macro_f1": "Macro F1 (fraction, 0-1)",
