@@ -346,6 +346,20 @@ def test_the_seed_002_config_validates_and_plans_the_device_table_and_surrogate(
     assert {rule: counts.get(rule) for rule in expected} == expected, counts
 
 
+def test_the_seed_003_config_validates_and_plans_the_stream(tmp_path):
+    """configs/seed003.yaml (Llama-2-7B in 4-bit, 25 hub tasks): it validates as a stream
+    family, and a dry run plans each method's stream training, its accuracy matrix over the
+    25 tokenised tasks and its metrics, through the continual rules only."""
+    cfg = load_config(ROOT / "configs" / "seed003.yaml")
+    fam = cfg["families"]["continual"]
+    assert len(fam["stream"]["tasks"]) == 25 and fam["backbone_precision"] == "nf4"
+    assert len(list(iter_runs(cfg))) == 3
+    counts = _planned_counts("seed003.yaml", tmp_path)
+    expected = {"tokenise": "25", "continual_finetune": "3", "accuracy_matrix": "3", "continual_evaluate": "3"}
+    assert {rule: counts.get(rule) for rule in expected} == expected, counts
+    assert "finetune" not in counts and "evaluate" not in counts and "harden" not in counts, counts
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda fam: fam["devices"]["simulate"].append("Pixel-9"), "devices.simulate: unknown device(s) ['Pixel-9']"),
     (lambda fam: fam["devices"].update({"import": {"lab-jetson": "missing/jetson.csv"}}),
@@ -362,3 +376,36 @@ def test_the_seed_002_config_validates_and_plans_the_device_table_and_surrogate(
 def test_a_bad_hardware_family_is_refused_before_any_job(raw, edit, message):
     edit(raw["families"]["hwgate"])
     assert message in _error(raw)
+
+
+STREAM_CONFIG = ROOT / ".test" / "continual.yaml"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda cfg: cfg["families"]["stream"]["methods"].update(lora={"role": "baseline"}),
+     "families.stream.methods.lora: not a continual method"),
+    (lambda cfg: cfg["datasets"]["toy_summaries"].pop("cast"),
+     "families.stream.stream.tasks[1]: dataset 'toy_summaries' needs cast: text2text"),
+    (lambda cfg: cfg["families"]["stream"]["stream"]["tasks"].append("toy_missing"),
+     "families.stream.stream.tasks[3]: unknown dataset 'toy_missing'"),
+    (lambda cfg: cfg["families"]["stream"].update(dataset="toy_reviews"), "families.stream"),
+    (lambda cfg: cfg["families"].update(one={**cfg["families"]["stream"], "stream": None} | {"dataset": "toy_reviews"}),
+     "families.one"),
+    (lambda cfg: cfg.update(mode="full", optuna={"n_trials": 2}),
+     "families.stream.methods.himalaya: optuna.n_trials is 2; a stream is not searched"),
+    (lambda cfg: cfg["datasets"]["toy_verdicts"].update(label_words=["bad", "good", "meh"]),
+     "datasets.toy_verdicts.label_words"),
+])
+def test_a_bad_stream_family_is_refused_naming_the_field(edit, message):
+    cfg = yaml.safe_load(STREAM_CONFIG.read_text())
+    edit(cfg)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg, source="config", base_dir=ROOT)
+
+
+def test_a_continual_method_outside_a_stream_is_refused():
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    family = next(iter(cfg["families"].values()))
+    family["methods"]["himalaya"] = {"role": "baseline"}
+    with pytest.raises(ConfigError, match=r"methods\.himalaya: a continual method needs a family with a stream"):
+        validate_config(cfg, source="config", base_dir=ROOT)

@@ -310,3 +310,29 @@ def test_the_hardware_kind_of_family_end_to_end(tmp_path):
     assert agg["hypervolume"]["cost_source"] == ["simulated"] and len(agg["surrogate_evaluation"]) == 4 * 9
     for kind in ("surrogate_accuracy", "hardware_table"):
         assert (tmp_path / f"results/comparison/hardware/{kind}.png").stat().st_size > 0
+
+
+def test_the_continual_kind_of_family_end_to_end(tmp_path):
+    """.test/continual.yaml (seed 003's kind: a stream of text-to-text tasks on a 4-bit tiny
+    decoder): the stream runs through the continual rules only, every method's metrics come
+    from its stored accuracy matrix, and the family's figures and claims are drawn."""
+    shutil.copytree(ROOT / ".test", tmp_path / ".test")
+    snakemake(tmp_path, config=".test/continual.yaml")
+    ran = {r["rule"] for r in read_records(tmp_path / "logs/jobs")}
+    assert {"continual_finetune", "accuracy_matrix", "continual_evaluate"} <= ran
+    assert not {"finetune", "harden", "profile", "evaluate"} & ran
+    for method in ("himalaya", "lilac", "lora_ewc"):
+        run = tmp_path / f"results/runs/stream--{method}--b1--s0"
+        record = json.loads((run / "metrics.json").read_text())
+        matrix = json.loads((run / "accuracy_matrix.json").read_text())
+        assert record["continual"]["accuracy_matrix"] == matrix["accuracy_matrix"]
+        assert record["continual"]["tasks"] == ["toy_reviews", "toy_summaries", "toy_verdicts"]
+        assert set(record["metrics"]) == set(metrics_of_task("stream"))
+        assert record["hardware"]["backbone_precision"] == "nf4"
+        assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["task-00", "task-01", "task-02"]
+    agg = json.loads((tmp_path / "results/comparison/stream/aggregated_metrics.json").read_text())
+    assert agg["primary_metric"] == "retained_auc" and all("continual" in r for r in agg["runs"].values())
+    for kind in ("retained_accuracy", "accuracy_matrix", "adapter_norm"):
+        assert (tmp_path / f"results/comparison/stream/{kind}.png").stat().st_size > 0
+    claims = json.loads((tmp_path / "results/comparison/claims.json").read_text())
+    assert [c["metric"] for c in claims["families"]["stream"]] == ["forgetting_max_pp"]

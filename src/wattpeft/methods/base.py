@@ -55,8 +55,16 @@ def target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[st
     ]
 
 
+def param_count(param: nn.Parameter) -> int:
+    """The weights a parameter holds: a bitsandbytes 4-bit weight packs two in a byte, and
+    its quant_state keeps the shape it was quantised from (budgets count weights, not bytes)."""
+    state = getattr(param, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else param.numel()
+
+
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(param_count(p) for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 class AdapterMethod(ABC):
