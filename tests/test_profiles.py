@@ -12,9 +12,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
-MEASURING = {"profile", "evaluate", "energy_table", "device_measure"}
-GPU_RULES = {"search", "finetune", "profile", "energy_table", "evaluate", "device_measure"}
-CONFIGS = (".test/config.yaml", ".test/hardware.yaml")  # every kind of family
+MEASURING = {"profile", "evaluate", "energy_table", "device_measure", "continual_evaluate"}
+WHOLE_HOST = MEASURING | {"accuracy_matrix", "model_asset"}  # locally: every core of the host
+GPU_RULES = {"search", "finetune", "profile", "energy_table", "evaluate", "device_measure", "continual_finetune",
+             "accuracy_matrix"}
+CONFIGS = (".test/config.yaml", ".test/hardware.yaml", ".test/continual.yaml")  # every kind of family
 # Keys no local default may carry: they belong to cluster profiles only.
 CLUSTER_KEYS = {"executor", "default-resources", "resources", "set-resources", "set-threads", "jobs"}
 
@@ -51,7 +53,8 @@ def test_bare_profile_slurm_gives_every_job_the_resources_the_profile_states():
     jobs = planned("--profile", "slurm", "--cores", "64")
     rules = {rule for rule, _, _ in jobs}
     assert {"finetune", "search", "profile", "evaluate", "energy_table", "harden", "tokenise",
-            "device_measure", "surrogate", "surrogate_evaluation", "device_cost"} <= rules
+            "device_measure", "surrogate", "surrogate_evaluation", "device_cost", "continual_finetune",
+            "accuracy_matrix", "continual_evaluate"} <= rules
     for rule, threads, resources in jobs:
         stated = {**SLURM["default-resources"], **SLURM["set-resources"].get(rule, {})}
         for key, value in stated.items():
@@ -67,7 +70,7 @@ def test_a_local_run_keeps_its_defaults():
     jobs = planned("--cores", "2")
     for rule, threads, resources in jobs:
         assert not {"slurm_partition", "gpu", "cpus_per_task"} & set(resources), (rule, resources)
-        expected = 2 if rule in MEASURING else 2 if rule == "model_asset" else 1
+        expected = 2 if rule in WHOLE_HOST else 1
         assert threads == expected, f"{rule}: {threads} threads"
     assert MEASURING <= {rule for rule, _, _ in jobs}
 

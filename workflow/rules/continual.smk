@@ -41,6 +41,9 @@ rule accuracy_matrix:
         "benchmarks/evaluate/{run}-accuracy-matrix.tsv"
     wildcard_constraints:
         run=STREAM_RUN,
+    # (T + 1) x T scoring passes: the longest job of a stream, and no timing in it, so it
+    # takes every core it may (a cluster profile's set-threads overrides this).
+    threads: WHOLE_HOST
     conda:
         "../../envs/wattpeft.yaml"
     params:

@@ -46,9 +46,11 @@ def per_sample_fisher(model: nn.Module, params: NamedParams, batches: Iterable[B
     was_training, rows = model.training, 0
     model.eval()  # no dropout: the Fisher of the model as it predicts
     try:
+        device = next(iter(params.values())).device
         for batch in batches:
             if batch["input_ids"].shape[0] != 1:
                 raise ValueError(f"per_sample_fisher takes one row per batch, got {batch['input_ids'].shape[0]}")
+            batch = {k: v.to(device) for k, v in batch.items()}
             grads = torch.autograd.grad(model(**batch).loss, list(params.values()), allow_unused=True)
             for (name, _), grad in zip(params.items(), grads):
                 if grad is not None:

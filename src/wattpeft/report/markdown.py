@@ -17,8 +17,12 @@ COLUMNS = {
     "classification": ["accuracy", "mcc", "macro_f1"],
     "summarisation": ["rouge1", "rouge2", "rougeL"],
     "lm": ["perplexity"],
+    # A stream run: all from its accuracy matrix, then the stored adapter and CPU latency.
+    "stream": ["retained_auc", "average_accuracy", "forgetting_max_pp", "forgetting_first_pp", "bwt_pp", "fwt_pp",
+               "extra_memory_mb", "cpu_latency_overhead_pct"],
 }
 COST = ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "train_time_s", "energy_j_per_sample"]
+STREAM_COST = ["train_time_s", "energy_j_per_task"]
 
 
 def cell(stats: dict | None, digits: int) -> str:
@@ -32,12 +36,14 @@ def cell(stats: dict | None, digits: int) -> str:
 
 def family_rows(family: str, obj: dict) -> list[str]:
     task = next(iter(obj["runs"].values())).get("task", "classification")
-    metrics = COLUMNS.get(task, []) + COST
+    costs = STREAM_COST if task == "stream" else COST
+    metrics = COLUMNS.get(task, []) + costs
     header = ["family", "method (role)", "budget %", "achieved %", "n"] + metrics + ["energy source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group_id, group in obj["groups"].items():
         n = len(group["run_ids"])
-        values = [cell(obj["summary"].get(m, {}).get(group_id), 1 if m in COST else 3) for m in metrics]
+        values = [cell(obj["summary"].get(m, {}).get(group_id), 1 if m in costs or m.endswith(("_pp", "_pct")) else 3)
+                  for m in metrics]
         achieved = group.get("budget_achieved_pct")
         achieved_text = f"{achieved:.3f}" if achieved is not None else "unavailable"
         row = [family, f"{group['method']} ({group['role']})", f"{group['budget']:g}", achieved_text, str(n),

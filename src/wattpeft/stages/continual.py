@@ -26,8 +26,7 @@ from ..utils.io import atomic_path, read_json, write_json
 from .common import RunData, model_source, open_run_data, pin_threads
 
 SNAPSHOT = "task-{:02d}"  # the adapter stored after task i, inside the snapshots folder
-LATENCY_LABEL = "host CPU, not a Raspberry Pi"
-DEFAULT_FISHER_ROWS = 32
+LATENCY_LABEL = "host CPU, not a Raspberry Pi"  # on a GPU node: the GPU's name instead
 DEFAULT_LATENCY_SAMPLES = 50
 
 
@@ -97,9 +96,10 @@ class StreamState:
         return state["log"], state["records"]
 
 
-def per_sample_batches(rows, collate, limit: int) -> Iterator[dict]:
-    """The task's first `limit` training rows, one per batch (per-sample Fisher)."""
-    for index in range(min(limit, len(rows))):
+def per_sample_batches(rows, collate) -> Iterator[dict]:
+    """The task's training rows in order, one per batch (per-sample Fisher); made as the
+    method reads them, which stops at its own count (EWC's fisher_samples)."""
+    for index in range(len(rows)):
         yield collate([rows[index]])
 
 
@@ -139,7 +139,6 @@ def run_stream_finetune(run_cfg: dict[str, Any], data_dirs: list[Path], model_di
     log, records = state.load(start - 1, model, method) if start else ([], [])
     if start:
         _log(f"{run_cfg['run_id']}: resuming after task {start}/{len(names)} ({names[start - 1]})")
-    fisher_rows = run_cfg["dataset"].get("fisher_rows", DEFAULT_FISHER_ROWS)
     with make_meter("auto") as meter:
         for i in range(start, len(names)):
             data, collate = tasks[i], make_collator("text2text", tasks[i].manifest["pad_token_id"])
@@ -156,7 +155,7 @@ def run_stream_finetune(run_cfg: dict[str, Any], data_dirs: list[Path], model_di
             meter.begin_window(names[i])
             outcome = trainer.train()
             energy = meter.end_window(names[i])
-            method.end_task(model, i, per_sample_batches(train_rows[i], collate, fisher_rows))
+            method.end_task(model, i, per_sample_batches(train_rows[i], collate))
             log += [_stream_record(r, i, names[i], offset) for r in outcome.log]
             log.append({"step": offset + outcome.steps, "task": i, "task_name": names[i], "split": "task_end",
                         "adapter_norm": method.adapter_norm(model), **method.continual_fields(model)})
@@ -362,17 +361,22 @@ def _latency_overhead(run_cfg, model_dir: Path, final: Path, data: RunData, task
     method, adapted = _hardened_snapshot(run_cfg, model_dir, final)
     method.set_task(adapted, task)
     prompts = [row["prompt_ids"] for row in data.split("test")]
+    device = next(adapted.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     timings = {"backbone": [], "adapter": []}
     with torch.no_grad():
         for k in range(samples + 2):  # two warm-up passes each
-            ids = torch.tensor([prompts[k % len(prompts)]])
-            for name, model in (("backbone", bare), ("adapter", adapted)):
+            ids = torch.tensor([prompts[k % len(prompts)]], device=device)
+            pair = (("backbone", bare), ("adapter", adapted))
+            for name, model in pair if k % 2 else pair[::-1]:  # alternate: no order effect on one side
+                sync()
                 begin = time.perf_counter()
                 model(input_ids=ids)
+                sync()
                 if k >= 2:
                     timings[name].append(time.perf_counter() - begin)
     backbone_ms = 1000 * statistics.median(timings["backbone"])
     adapter_ms = 1000 * statistics.median(timings["adapter"])
     return {"backbone_ms": backbone_ms, "adapter_ms": adapter_ms, "overhead_pct": 100 * (adapter_ms / backbone_ms - 1),
             "samples": samples, "statistic": "median of batch-1 prefill passes", "threads": torch.get_num_threads(),
-            "label": LATENCY_LABEL}
+            "label": LATENCY_LABEL if device.type == "cpu" else torch.cuda.get_device_name(device)}

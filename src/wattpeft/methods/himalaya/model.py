@@ -144,6 +144,9 @@ class HimalayaMethod(ContinualMethod):
     def begin_task(self, model: nn.Module, task_index: int) -> None:
         super().begin_task(model, task_index)
         self._bank_of(model).task = task_index
+        # Growth reads this task's residuals only: no activation of an earlier task is kept.
+        self.ring.zero_()
+        self.ring_count, self.history = 0, []
 
     def set_task(self, model: nn.Module, task_index: int) -> None:
         super().set_task(model, task_index)
