@@ -46,8 +46,10 @@ MEASURE_THREADS = CFG["profiling"]["measure_threads"]
 # of those rules matches only its own kind of run.
 STREAM_FAMILIES = [name for name, fam in CFG["families"].items() if "stream" in fam]
 _RUN_TAIL = r"--[a-z0-9_]+--b[0-9.]+--s[0-9]+"
-STREAM_RUN = (f"(?:{'|'.join(STREAM_FAMILIES)})" if STREAM_FAMILIES else "(?!)") + _RUN_TAIL
-ONE_DATASET_RUN = "".join(f"(?!{name}--)" for name in STREAM_FAMILIES) + r"[a-z][a-z0-9_]*" + _RUN_TAIL
+_STREAM_HEAD = f"(?:{'|'.join(STREAM_FAMILIES)})" if STREAM_FAMILIES else "(?!)"  # (?!): matches nothing
+_NOT_STREAM = "".join(f"(?!{name}--)" for name in STREAM_FAMILIES)
+STREAM_RUN = f"{_STREAM_HEAD}{_RUN_TAIL}"
+ONE_DATASET_RUN = f"{_NOT_STREAM}[a-z][a-z0-9_]*{_RUN_TAIL}"
 
 
 wildcard_constraints:
