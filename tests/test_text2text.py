@@ -192,12 +192,13 @@ def test_vader_readers_parse_their_files(asset, tmp_path):
     if (real / "manifest.json").is_file():
         resources, n = ROOT / "resources", {"vader-tweets": 4196, "vader-amazon": 3600}[asset]
     else:
-        resources, n = tmp_path, 5
+        # 30 rated texts, one rated 0 (dropped) and one repeat (dropped): enough for 3 splits.
+        resources, n = tmp_path, 30
         folder = tmp_path / "datasets" / asset
         folder.mkdir(parents=True)
         (folder / "manifest.json").write_text('{"package": "p", "version": "1", "archive_sha256": "x", "files": {}}')
-        lines = ["1\t2.5\tgreat", "2\t-1.0\tawful", "3\t0.0\tmeh", "4\t1.2\tgreat", "5\t3.0\tsuperb",
-                 "6\t-2.0\tbad"]
+        lines = [f"{i}\t{(-1) ** i * (1 + i / 10):.1f}\ttext number {i}" for i in range(30)]
+        lines += ["30\t0.0\tneutral text", "31\t2.0\ttext number 3"]
         (folder / VADER_FILES[asset]).write_text("\n".join(lines) + "\n")
     rows = load_dataset_rows(asset, {"source": "asset", "asset": asset}, resources)
     everything = pd.concat(rows.splits.values())
