@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from abc import abstractmethod
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -139,9 +140,9 @@ class EwcStream:
         self.ewc = EWC(self.config.ewc_lambda, self.config.ewc_gamma)
         self._ewc_loss: float | None = None
 
+    @abstractmethod  # binds through AdapterMethod's ABCMeta in every class that mixes this in
     def ewc_params(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """The anchored parameters by name (the same names after `load`)."""
-        raise NotImplementedError
 
     def ewc_stats(self) -> dict[str, Any]:
         return {"ewc_lambda": self.ewc.strength, "ewc_gamma": self.ewc.gamma,
