@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -127,7 +127,7 @@ class EWC:
         self.anchor = {k: v.clone() for k, v in state["anchor"].items()}
 
 
-class EwcStream:
+class EwcStream(ABC):
     """Mixin (before ContinualMethod in the bases) for a continual method that consolidates with
     online EWC after each task: LoRA-EWC and LILAC. Its config holds `ewc_lambda`, `ewc_gamma`
     and `fisher_samples` (lora_ewc/config.py: `EwcConfig`); the method names the parameters EWC
@@ -140,7 +140,7 @@ class EwcStream:
         self.ewc = EWC(self.config.ewc_lambda, self.config.ewc_gamma)
         self._ewc_loss: float | None = None
 
-    @abstractmethod  # binds through AdapterMethod's ABCMeta in every class that mixes this in
+    @abstractmethod
     def ewc_params(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """The anchored parameters by name (the same names after `load`)."""
 
